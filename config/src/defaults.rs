@@ -1,0 +1,79 @@
+//! Every default and limit of the configuration, in one place.
+//!
+//! `default.toml` (embedded as [`DEFAULT_CONFIG`](crate::DEFAULT_CONFIG)) spells out the
+//! same values; a test keeps the two in step.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use crate::settings::{Expose, LogFormat};
+
+/// `[server] grace_period`: how long SIGTERM waits for in-flight requests (pingora's own
+/// default is 300 s, far longer than any orchestrator waits).
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(5);
+/// `[server] threads`: worker threads per listening service.
+pub const DEFAULT_THREADS: usize = 1;
+/// `[server] upstream_pool_size`: idle keep-alive connections kept to upstreams, in total.
+pub const DEFAULT_UPSTREAM_POOL_SIZE: usize = 1024;
+/// `[server] recent_failures`: how many failed handoffs the admin `/failures` buffer keeps.
+pub const DEFAULT_RECENT_FAILURES: usize = 256;
+
+/// `[admin] listen`: the admin listener, loopback only.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 9180));
+
+/// `[annotate] expose`: reasons and hints, but no addresses, paths or upstream bytes.
+pub const DEFAULT_EXPOSE: Expose = Expose::Reason;
+/// `[annotate] proxy_name`: the identifier in `Proxy-Status`.
+pub const DEFAULT_PROXY_NAME: &str = "handoff";
+/// `[annotate] debug_header`: the request header that, with the right token, asks for
+/// full exposure.
+pub const DEFAULT_DEBUG_HEADER: &str = "x-handoff-debug";
+
+/// `[log] format`: JSON lines on stderr.
+pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Json;
+/// `[log] access`: only failed handoffs are logged, not every request.
+pub const DEFAULT_LOG_ACCESS: bool = false;
+/// `[log] level`: a `tracing` filter directive.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// The upstream name used by [`Settings::single`](crate::Settings::single) and the
+/// embedded default.
+pub const DEFAULT_UPSTREAM_NAME: &str = "app";
+/// The listener of the embedded default's upstream (where nginx's `proxy_pass` points).
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 8080));
+/// The application address of the embedded default's upstream.
+pub const DEFAULT_UPSTREAM_ADDRESS: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 3000));
+
+/// `[[upstream]] connect_timeout`: TCP (and TLS) connect limit.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// `[[upstream]] header_timeout`: until the response header is complete; below nginx's
+/// 60 s `proxy_read_timeout` so handoff answers first.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(55);
+/// `[[upstream]] read_timeout`: longest gap between two reads of the response body.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(55);
+/// `[[upstream]] write_timeout`: longest gap between two writes of the request.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(55);
+/// `[[upstream]] pool_idle_timeout`: how long an idle upstream connection is kept; below
+/// common app keep-alive timeouts (gunicorn 2 s, Node 5 s). Zero disables pooling.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// `[[upstream]] max_response_header_bytes`: largest response header accepted, in bytes.
+pub const DEFAULT_MAX_RESPONSE_HEADER_BYTES: usize = 65536;
+/// `[[upstream]] nginx_buffer_bytes`: nginx's `proxy_buffer_size` (one memory page,
+/// 4 KiB on x86-64); a larger response header is flagged because nginx would reject it.
+pub const DEFAULT_NGINX_BUFFER_BYTES: usize = 4096;
+
+/// Smallest `max_response_header_bytes` accepted: below this even ordinary responses fail.
+pub const MIN_RESPONSE_HEADER_BYTES: usize = 1024;
+/// Largest `max_response_header_bytes` accepted: pingora's header parser hard limit.
+pub const MAX_RESPONSE_HEADER_BYTES: usize = 1_048_575;
+/// nginx's default `proxy_connect_timeout` and `proxy_read_timeout`: a handoff timeout at
+/// or above it draws a warning, since nginx would give up first.
+pub const NGINX_DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// A `pool_idle_timeout` at or above this draws a warning: it outlives common app
+/// keep-alive timeouts, so pooled connections get closed under handoff's feet.
+pub const POOL_IDLE_WARNING: Duration = Duration::from_secs(5);
+/// Longest `unix:` socket path, in bytes: `sun_path` is 108 bytes on Linux, NUL included.
+pub const MAX_UNIX_PATH_BYTES: usize = 107;
