@@ -1,0 +1,142 @@
+//! The command line: `run` (default), `check`, `demo`, `faults`, `nginx-snippet`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use handoff_config::{ConfigError, Settings};
+
+use crate::server::Handoff;
+
+/// Exit status for an invalid configuration (sysexits `EX_USAGE`).
+pub const EXIT_CONFIG: u8 = 64;
+/// Exit status for a configuration file that cannot be read (sysexits `EX_NOINPUT`).
+pub const EXIT_NO_INPUT: u8 = 66;
+/// Exit status when serving could not start (e.g. a port is taken).
+pub const EXIT_START: u8 = 1;
+
+/// handoff: a reverse-proxy sidecar between nginx and your app that says why a handoff failed.
+#[derive(Debug, Parser)]
+#[command(name = "handoff", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve (the default): from -c FILE, $HANDOFF_CONFIG, --listen/--upstream, or the embedded default.
+    Run(RunArgs),
+    /// Validate the configuration like `nginx -t`: exit 0, or 64 with every problem.
+    Check(ConfigArgs),
+    /// Show every failure handoff names, against built-in misbehaving upstreams.
+    Demo(crate::demo::DemoArgs),
+    /// Run one misbehaving upstream, to rehearse your own nginx, dashboards and alerts.
+    Faults(crate::demo::FaultsArgs),
+    /// Print the nginx configuration that puts handoff behind a site, for your config.
+    NginxSnippet(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+struct ConfigArgs {
+    /// The TOML configuration file.
+    #[arg(short, long, env = "HANDOFF_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Listen address for a single upstream without a file (host:port or unix:/path).
+    /// A configuration file (-c or $HANDOFF_CONFIG) takes precedence.
+    #[arg(long, env = "HANDOFF_LISTEN", requires = "upstream")]
+    listen: Option<String>,
+    /// Upstream address for a single upstream without a file (host:port, unix:/path, tls://host:port).
+    #[arg(long, env = "HANDOFF_UPSTREAM", requires = "listen")]
+    upstream: Option<String>,
+}
+
+/// Parses the command line and runs the chosen command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None => run(cli.run),
+        Some(Command::Run(args)) => run(args),
+        Some(Command::Check(args)) => check(args.config.as_deref()),
+        Some(Command::Demo(args)) => crate::demo::demo(args),
+        Some(Command::Faults(args)) => crate::demo::faults(args),
+        Some(Command::NginxSnippet(args)) => match load(args.config.as_deref()) {
+            Ok(settings) => {
+                print!("{}", crate::snippet::nginx_snippet(&settings));
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    // A file wins over --listen/--upstream: a container image may set HANDOFF_LISTEN and
+    // HANDOFF_UPSTREAM while a deployment mounts a config and passes -c.
+    let loaded = match (&args.config.config, &args.listen, &args.upstream) {
+        (None, Some(listen), Some(upstream)) => Settings::single(listen, upstream).map_err(report),
+        _ => load(args.config.config.as_deref()),
+    };
+    let settings = match loaded {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    crate::logging::init(&settings.log);
+    for warning in &settings.warnings {
+        tracing::warn!(problem = %warning, "configuration warning");
+    }
+    let handoff = match Handoff::build(settings) {
+        Ok(handoff) => handoff,
+        Err(e) => {
+            eprintln!("handoff: {e}");
+            return ExitCode::from(EXIT_START);
+        }
+    };
+    handoff.run_until_signalled(args.config.config);
+    ExitCode::SUCCESS
+}
+
+fn check(config: Option<&Path>) -> ExitCode {
+    match load(config) {
+        Ok(settings) => {
+            for warning in &settings.warnings {
+                println!("warning: {warning}");
+            }
+            let origin = config.map_or("embedded default".into(), |p| p.display().to_string());
+            println!(
+                "handoff: configuration {origin} is ok ({} upstreams)",
+                settings.upstreams.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// Loads from `config`, or the embedded default; reports problems on stderr.
+fn load(config: Option<&Path>) -> Result<Settings, ExitCode> {
+    match config {
+        Some(path) => handoff_config::from_file(path),
+        None => handoff_config::from_str(handoff_config::DEFAULT_CONFIG, "embedded default"),
+    }
+    .map_err(report)
+}
+
+fn report(e: ConfigError) -> ExitCode {
+    let code = match e {
+        ConfigError::Read { .. } => EXIT_NO_INPUT,
+        _ => EXIT_CONFIG,
+    };
+    for line in e.problems() {
+        eprintln!("{line}");
+    }
+    ExitCode::from(code)
+}

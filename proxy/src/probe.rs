@@ -1,0 +1,213 @@
+//! On-the-spot checks that turn a failure into a finding: what exists next to a missing
+//! socket, who may open a forbidden one, whether the refused port listens elsewhere.
+//!
+//! They run on the failure path only, read local state (no network), and their results are
+//! cached per upstream and reason for a second so that a failure storm costs one look.
+
+use std::collections::HashMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use handoff_diag::{Failure, Reason};
+
+const CACHE_FOR: Duration = Duration::from_secs(1);
+
+type Cache = Mutex<HashMap<(String, Reason), (Instant, Vec<String>)>>;
+
+/// Adds what can be found out now to `failure.evidence.findings`.
+pub async fn investigate(failure: &mut Failure) {
+    let reason = failure.reason;
+    if !matches!(
+        reason,
+        Reason::SocketNotFound | Reason::SocketPermissionDenied | Reason::ConnectRefused
+    ) {
+        return;
+    }
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = (failure.evidence.next_hop.to_string(), reason);
+    let now = Instant::now();
+    if let Some((at, findings)) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        if now.duration_since(at) < CACHE_FOR {
+            failure.evidence.findings = findings;
+            return;
+        }
+    }
+    let hop = key.0.clone();
+    let findings = tokio::task::spawn_blocking(move || find(reason, &hop))
+        .await
+        .unwrap_or_default();
+    if let Ok(mut c) = cache.lock() {
+        c.insert(key, (now, findings.clone()));
+    }
+    failure.evidence.findings = findings;
+}
+
+fn find(reason: Reason, next_hop: &str) -> Vec<String> {
+    match (reason, next_hop.strip_prefix("unix:")) {
+        (Reason::SocketNotFound, Some(path)) => missing_socket(Path::new(path)),
+        (Reason::SocketPermissionDenied, Some(path)) => forbidden_socket(Path::new(path)),
+        (Reason::ConnectRefused, Some(path)) => stale_socket(Path::new(path)),
+        (Reason::ConnectRefused, None) => refused_port(next_hop),
+        _ => Vec::new(),
+    }
+}
+
+fn missing_socket(path: &Path) -> Vec<String> {
+    let Some(dir) = path.parent() else {
+        return Vec::new();
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => return vec![format!("directory {} cannot be read: {e}", dir.display())],
+    };
+    let mut sockets: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    sockets.sort();
+    if sockets.is_empty() {
+        vec![format!("no socket exists in {}", dir.display())]
+    } else {
+        vec![format!(
+            "sockets that do exist in {}: {}",
+            dir.display(),
+            sockets.join(", ")
+        )]
+    }
+}
+
+fn forbidden_socket(path: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    match std::fs::metadata(path) {
+        Ok(meta) => out.push(format!(
+            "socket owner uid {} gid {}, mode {:o}",
+            meta.uid(),
+            meta.gid(),
+            meta.permissions().mode() & 0o7777
+        )),
+        Err(e) => out.push(format!("cannot stat {}: {e}", path.display())),
+    }
+    out.push(format!(
+        "handoff runs as uid {} with groups {}",
+        uid(),
+        groups().join(",")
+    ));
+    if let Ok(mode) = std::fs::read_to_string("/sys/fs/selinux/enforce") {
+        if mode.trim() == "1" {
+            out.push("SELinux is enforcing: check the socket's label too".into());
+        }
+    }
+    out
+}
+
+fn stale_socket(path: &Path) -> Vec<String> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            vec!["the socket file exists but nothing listens on it: the app stopped without removing it".into()]
+        }
+        Ok(_) => vec![format!("{} exists but is not a socket", path.display())],
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Is something listening on the refused port, but on another address?
+fn refused_port(next_hop: &str) -> Vec<String> {
+    let Ok(addr) = next_hop.parse::<std::net::SocketAddr>() else {
+        return Vec::new();
+    };
+    let port = addr.port();
+    let mut elsewhere = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // local_address is HEXIP:HEXPORT; state 0A is LISTEN.
+            let (Some(local), Some(&"0A")) = (cols.get(1), cols.get(3)) else {
+                continue;
+            };
+            let Some((ip, p)) = local.rsplit_once(':') else {
+                continue;
+            };
+            if u16::from_str_radix(p, 16).ok() == Some(port) {
+                elsewhere.push(decode_ip(ip));
+            }
+        }
+    }
+    if elsewhere.is_empty() {
+        vec![format!(
+            "nothing listens on port {port} on any local address"
+        )]
+    } else {
+        vec![format!(
+            "port {port} listens on {} instead",
+            elsewhere.join(", ")
+        )]
+    }
+}
+
+fn decode_ip(hex: &str) -> String {
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+        .collect();
+    match bytes.len() {
+        // /proc prints each 32-bit word in host (little-endian) order.
+        4 => std::net::Ipv4Addr::new(bytes[3], bytes[2], bytes[1], bytes[0]).to_string(),
+        16 => {
+            let mut b = [0u8; 16];
+            for (w, chunk) in bytes.chunks(4).enumerate() {
+                for (i, byte) in chunk.iter().rev().enumerate() {
+                    b[w * 4 + i] = *byte;
+                }
+            }
+            format!("[{}]", std::net::Ipv6Addr::from(b))
+        }
+        _ => hex.to_string(),
+    }
+}
+
+fn uid() -> u32 {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
+}
+
+fn groups() -> Vec<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mut out: Vec<String> = Vec::new();
+    for line in status.lines() {
+        if let Some(gid) = line.strip_prefix("Gid:") {
+            out.extend(gid.split_whitespace().next().map(str::to_owned));
+        }
+        if let Some(groups) = line.strip_prefix("Groups:") {
+            out.extend(groups.split_whitespace().map(str::to_owned));
+        }
+    }
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_addresses_decode() {
+        assert_eq!(decode_ip("0100007F"), "127.0.0.1");
+        assert_eq!(decode_ip("00000000000000000000000001000000"), "[::1]");
+    }
+
+    #[test]
+    fn missing_socket_lists_the_sockets_that_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let _l =
+            std::os::unix::net::UnixListener::bind(dir.path().join("php8.2-fpm.sock")).unwrap();
+        let found = missing_socket(&dir.path().join("php8.3-fpm.sock"));
+        assert!(found[0].contains("php8.2-fpm.sock"), "{found:?}");
+    }
+}

@@ -1,0 +1,559 @@
+//! One test per failure reason a real socket can produce: a fault upstream fails that way,
+//! handoff answers, and the status, Proxy-Status, X-Handoff-Reason, problem+json body, the
+//! counter (by exactly one), the `/failures` entry and the JSON log line all name it.
+
+use std::time::Duration;
+
+use handoff::faults::{Bind, FaultServer, Mode, TlsIdentity};
+use handoff::testing::client::{BodyEnd, Client, Response};
+use handoff::testing::{captured_logs, eventually, TestHandoff};
+
+/// What a scenario must produce.
+struct Expect {
+    reason: &'static str,
+    /// 0: the status line had already gone out (body-phase reasons).
+    status: u16,
+    proxy_status: &'static str,
+}
+
+enum Via {
+    Tcp,
+    Unix,
+}
+
+/// A request that fails upstream in one particular way.
+struct Scenario {
+    mode: Mode,
+    via: Via,
+    /// Extra `[[upstream]]` keys (short timeouts).
+    extra: &'static str,
+    /// Override the upstream address (TLS and DNS cases).
+    address: Option<String>,
+    /// Upload this many bytes with the request.
+    upload: usize,
+    expect: Expect,
+}
+
+impl Scenario {
+    fn new(mode: Mode, reason: &'static str, status: u16, proxy_status: &'static str) -> Self {
+        Scenario {
+            mode,
+            via: Via::Tcp,
+            extra: "",
+            address: None,
+            upload: 0,
+            expect: Expect {
+                reason,
+                status,
+                proxy_status,
+            },
+        }
+    }
+    fn unix(mut self) -> Self {
+        self.via = Via::Unix;
+        self
+    }
+    fn extra(mut self, extra: &'static str) -> Self {
+        self.extra = extra;
+        self
+    }
+    fn upload(mut self, bytes: usize) -> Self {
+        self.upload = bytes;
+        self
+    }
+    fn address(mut self, address: String) -> Self {
+        self.address = Some(address);
+        self
+    }
+
+    async fn run(self) -> (Response, BodyEnd, serde_json::Value) {
+        let dir = tempfile::tempdir().unwrap();
+        let bind = match self.via {
+            Via::Tcp => Bind::Tcp("127.0.0.1:0".parse().unwrap()),
+            Via::Unix => Bind::Unix(dir.path().join("app.sock")),
+        };
+        let fault = FaultServer::start(self.mode, bind).await.unwrap();
+        let address = self.address.clone().unwrap_or_else(|| fault.target());
+        self.run_against(&address).await
+    }
+
+    async fn run_against(self, address: &str) -> (Response, BodyEnd, serde_json::Value) {
+        let handoff = TestHandoff::start_toml(&format!(
+            "[admin]\nlisten = \"{{ADMIN}}\"\n[annotate]\ndebug_token = \"sesame\"\n\
+             [[upstream]]\nname = \"app\"\nlisten = \"127.0.0.1:{{PORT0}}\"\naddress = \"{address}\"\n\
+             connect_timeout = \"300ms\"\nheader_timeout = \"400ms\"\nread_timeout = \"400ms\"\nwrite_timeout = \"400ms\"\n{}",
+            self.extra
+        ))
+        .unwrap();
+        let reason = self.expect.reason;
+        let before = failures(&handoff, reason);
+        let request_id = format!("test-{reason}");
+
+        let mut client = Client::connect(handoff.addr(0)).await.unwrap();
+        let method = if self.upload > 0 { "POST" } else { "GET" };
+        let head = format!(
+            "{method} /checkout?id=7 HTTP/1.1\r\nHost: shop\r\nAccept: application/json\r\n\
+             X-Request-Id: {request_id}\r\nContent-Length: {}\r\n\r\n",
+            self.upload
+        );
+        client.send(head.as_bytes()).await.unwrap();
+        let (response, end) = tokio::time::timeout(Duration::from_secs(10), async {
+            if self.upload > 0 {
+                client.upload_and_read(self.upload).await
+            } else {
+                client.read_response(false).await
+            }
+        })
+        .await
+        .unwrap()
+        .unwrap();
+
+        // Status and headers (only when handoff could still answer).
+        if self.expect.status != 0 {
+            assert_eq!(
+                response.status, self.expect.status,
+                "status for {reason}: {response:?}"
+            );
+            assert_eq!(response.header("x-handoff-reason"), Some(reason));
+            let ps = response.header("proxy-status").expect("Proxy-Status");
+            assert!(ps.starts_with("handoff; error="), "{ps}");
+            assert!(
+                ps.contains(&format!("error={}", self.expect.proxy_status)),
+                "{ps}"
+            );
+            assert!(ps.contains(&format!("details=\"{reason}\"")), "{ps}");
+            assert_eq!(response.header("x-request-id"), Some(request_id.as_str()));
+            assert_eq!(
+                response.header("content-type"),
+                Some("application/problem+json")
+            );
+            assert_eq!(response.header("cache-control"), Some("no-store"));
+            let problem = response.json();
+            assert_eq!(problem["status"], self.expect.status);
+            assert_eq!(problem["reason"], reason);
+            assert_eq!(problem["upstream"], "app");
+            assert_eq!(problem["request_id"], request_id.as_str());
+            assert!(problem["title"].as_str().is_some_and(|t| !t.is_empty()));
+            assert!(
+                problem["hint"].as_str().is_some_and(|h| h.len() > 20),
+                "{problem}"
+            );
+            assert!(problem["type"].as_str().unwrap().ends_with(reason));
+            assert!(
+                problem.get("evidence").is_none() || problem["evidence"].is_null(),
+                "no evidence at the default exposure"
+            );
+        } else {
+            assert_eq!(
+                end,
+                BodyEnd::Truncated,
+                "the client sees the truncation for {reason}"
+            );
+            assert!(response.header("x-handoff-reason").is_none());
+        }
+
+        // The counter, by exactly one.
+        let after = wait_for(|| failures(&handoff, reason), before + 1.0).await;
+        assert_eq!(
+            after,
+            before + 1.0,
+            "handoff_upstream_failures_total{{reason={reason}}}"
+        );
+
+        // The /failures entry, through the admin listener.
+        let admin =
+            handoff::testing::client::get(handoff.admin(), &format!("/failures?reason={reason}"))
+                .await
+                .unwrap();
+        assert_eq!(admin.status, 200);
+        let entries = admin.json();
+        let entry = entries
+            .as_array()
+            .or_else(|| entries["failures"].as_array())
+            .and_then(|a| a.first())
+            .unwrap_or_else(|| panic!("no /failures entry for {reason}: {entries}"))
+            .clone();
+        assert_eq!(entry["reason"], reason);
+        assert_eq!(entry["evidence"]["request_id"], request_id.as_str());
+        assert_eq!(entry["evidence"]["upstream"], "app");
+        assert!(entry["hint"].as_str().is_some_and(|h| !h.is_empty()));
+
+        // The JSON log line.
+        let line = wait_for_log(&request_id).await;
+        let log: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(log["reason"], reason);
+        assert_eq!(log["level"], "ERROR");
+        assert_eq!(log["upstream"], "app");
+        assert!(log["nginx_equivalent"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()));
+        assert!(log["hint"].as_str().is_some_and(|s| !s.is_empty()));
+        handoff.stop();
+        (response, end, entry)
+    }
+}
+
+fn failures(handoff: &TestHandoff, reason: &str) -> f64 {
+    handoff
+        .metric(
+            "handoff_upstream_failures_total",
+            &[("upstream", "app"), ("reason", reason)],
+        )
+        .unwrap_or(-1.0)
+}
+
+async fn wait_for(read: impl Fn() -> f64, want: f64) -> f64 {
+    eventually(read, want, Duration::from_secs(2)).await
+}
+
+async fn wait_for_log(request_id: &str) -> String {
+    let needle = format!("\"request_id\":\"{request_id}\"");
+    for _ in 0..200 {
+        if let Some(line) = captured_logs()
+            .into_iter()
+            .find(|l| l.contains(&needle) && l.contains("\"reason\""))
+        {
+            return line;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no log line for {request_id}");
+}
+
+const BIG_UPLOAD: usize = 64 << 20;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_refused_tcp() {
+    Scenario::new(Mode::Refuse, "connect_refused", 502, "connection_refused")
+        .run()
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_refused_unix_stale_socket() {
+    Scenario::new(Mode::Refuse, "connect_refused", 502, "connection_refused")
+        .unix()
+        .run()
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_timeout() {
+    Scenario::new(
+        Mode::ConnectTimeout,
+        "connect_timeout",
+        504,
+        "connection_timeout",
+    )
+    .run()
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn socket_not_found() {
+    Scenario::new(
+        Mode::MissingSocket,
+        "socket_not_found",
+        502,
+        "destination_not_found",
+    )
+    .unix()
+    .run()
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn socket_backlog_full() {
+    Scenario::new(
+        Mode::BacklogFull,
+        "socket_backlog_full",
+        503,
+        "connection_limit_reached",
+    )
+    .unix()
+    .run()
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn closed_before_response_tcp() {
+    Scenario::new(
+        Mode::Close,
+        "closed_before_response",
+        502,
+        "connection_terminated",
+    )
+    .run()
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn closed_before_response_unix() {
+    Scenario::new(
+        Mode::Close,
+        "closed_before_response",
+        502,
+        "connection_terminated",
+    )
+    .unix()
+    .run()
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn closed_mid_header() {
+    Scenario::new(
+        Mode::CloseMidHeader,
+        "closed_mid_header",
+        502,
+        "http_response_incomplete",
+    )
+    .run()
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_before_response_tcp() {
+    Scenario::new(
+        Mode::Reset,
+        "reset_before_response",
+        502,
+        "connection_terminated",
+    )
+    .run()
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_before_response_unix() {
+    Scenario::new(
+        Mode::Reset,
+        "reset_before_response",
+        502,
+        "connection_terminated",
+    )
+    .unix()
+    .run()
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_response_header() {
+    Scenario::new(
+        Mode::Garbage,
+        "invalid_response_header",
+        502,
+        "http_protocol_error",
+    )
+    .run()
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_response_header_names_tls_and_fastcgi() {
+    for (mode, word) in [(Mode::TlsBytes, "TLS"), (Mode::FastcgiBytes, "FastCGI")] {
+        let (r, _, _) = Scenario::new(mode, "invalid_response_header", 502, "http_protocol_error")
+            .run()
+            .await;
+        let hint = r.json()["hint"].as_str().unwrap().to_owned();
+        assert!(
+            hint.contains(word),
+            "hint for {mode:?} should say {word}: {hint}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn response_header_too_large() {
+    Scenario::new(
+        Mode::HugeHeader(96 << 10),
+        "response_header_too_large",
+        502,
+        "http_response_header_section_size",
+    )
+    .run()
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn response_header_timeout() {
+    Scenario::new(
+        Mode::StallHeader,
+        "response_header_timeout",
+        504,
+        "http_response_timeout",
+    )
+    .run()
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_write_timeout() {
+    Scenario::new(
+        Mode::SlowReader,
+        "request_write_timeout",
+        504,
+        "connection_write_timeout",
+    )
+    .upload(BIG_UPLOAD)
+    .run()
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_write_failed() {
+    Scenario::new(
+        Mode::RejectBody,
+        "request_write_failed",
+        502,
+        "connection_terminated",
+    )
+    .upload(BIG_UPLOAD)
+    .run()
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn closed_mid_body() {
+    let (r, _, _) = Scenario::new(Mode::CloseMidBody, "closed_mid_body", 0, "")
+        .run()
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.len() < 1000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_mid_body() {
+    Scenario::new(Mode::ResetMidBody, "reset_mid_body", 0, "")
+        .run()
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_response_body() {
+    Scenario::new(Mode::BadChunked, "invalid_response_body", 0, "")
+        .run()
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn body_read_timeout() {
+    Scenario::new(Mode::StallBody, "body_read_timeout", 0, "")
+        .run()
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_handshake_failed() {
+    // A plain-HTTP server behind a tls:// address answers the ClientHello with a 400, as
+    // gunicorn or Node do.
+    let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = plain.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = plain.accept().await {
+            let mut buf = [0u8; 512];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    Scenario::new(Mode::Ok, "tls_handshake_failed", 502, "tls_protocol_error")
+        .extra("sni = \"localhost\"\n")
+        .run_against(&format!("tls://127.0.0.1:{port}"))
+        .await;
+}
+
+/// A TLS handshake that stalls (a plain-HTTP app waiting for a request line) is a connect
+/// timeout whose evidence says the TCP connection was open and TLS stalled.
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_handshake_stall_is_a_connect_timeout() {
+    let app = FaultServer::start(Mode::Ok, Bind::Tcp("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let port = app.local_addr().unwrap().port();
+    let (_, _, entry) = Scenario::new(Mode::Ok, "connect_timeout", 504, "connection_timeout")
+        .extra("sni = \"localhost\"\n")
+        .run_against(&format!("tls://127.0.0.1:{port}"))
+        .await;
+    let findings = entry["evidence"]["findings"].to_string();
+    assert!(
+        findings.contains("TLS handshake did not finish"),
+        "{findings}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_certificate_invalid() {
+    // A TLS app whose certificate no trusted CA signed.
+    let identity = TlsIdentity::self_signed(&["localhost"]);
+    let app = FaultServer::start_tls(
+        Mode::Ok,
+        Bind::Tcp("127.0.0.1:0".parse().unwrap()),
+        identity,
+    )
+    .await
+    .unwrap();
+    let port = app.local_addr().unwrap().port();
+    Scenario::new(
+        Mode::Ok,
+        "tls_certificate_invalid",
+        502,
+        "tls_certificate_error",
+    )
+    .extra("sni = \"localhost\"\n")
+    .run_against(&format!("tls://127.0.0.1:{port}"))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dns_failed() {
+    // `.invalid` never resolves (RFC 6761).
+    Scenario::new(Mode::Ok, "dns_failed", 502, "dns_error")
+        .address("app.handoff-test.invalid:3000".into())
+        .run()
+        .await;
+}
+
+/// The app's own 503 passes through untouched and is not a handoff failure.
+#[tokio::test(flavor = "multi_thread")]
+async fn app_503_passes_through() {
+    let app = FaultServer::start(Mode::App503, Bind::Tcp("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let handoff = TestHandoff::start_toml(&format!(
+        "[admin]\nlisten = \"{{ADMIN}}\"\n[[upstream]]\nname = \"app\"\nlisten = \"127.0.0.1:{{PORT0}}\"\naddress = \"{}\"\n",
+        app.target()
+    ))
+    .unwrap();
+    let r = handoff::testing::client::get(handoff.addr(0), "/")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 503);
+    assert!(r.header("x-handoff-reason").is_none());
+    assert!(r.header("proxy-status").is_none());
+    let total: f64 = handoff
+        .shared()
+        .metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("handoff_upstream_failures_total{"))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(total, 0.0);
+    // Counted when the request ends, which can be just after the client has the response.
+    let five = wait_for(
+        || {
+            handoff
+                .metric(
+                    "handoff_upstream_requests_total",
+                    &[("upstream", "app"), ("status_class", "5xx")],
+                )
+                .unwrap_or(0.0)
+        },
+        1.0,
+    )
+    .await;
+    assert_eq!(five, 1.0);
+}
