@@ -31,6 +31,11 @@ have_tool() {
     promtool) command -v promtool >/dev/null 2>&1 ;;
     # Debian's python3 leaves `ensurepip` (and so `python3 -m venv`) to python3-venv.
     venv) python3 -c 'import ensurepip, venv' >/dev/null 2>&1 ;;
+    php-fpm) compgen -G '/usr/sbin/php-fpm*' >/dev/null ;;
+    node) command -v node >/dev/null 2>&1 ;;
+    chromium) command -v chromium >/dev/null 2>&1 ;;
+    haproxy) command -v haproxy >/dev/null 2>&1 ;;
+    wrk) command -v wrk >/dev/null 2>&1 ;;
     *)
       echo "have_tool: unknown tool '$1'" >&2
       return 2
@@ -46,6 +51,11 @@ package_for() {
     # Debian ships promtool in the prometheus package (there is no separate one).
     promtool) echo prometheus ;;
     venv) echo python3-venv ;;
+    php-fpm) echo php-fpm ;;
+    node) echo nodejs ;;
+    chromium) echo chromium ;;
+    haproxy) echo haproxy ;;
+    wrk) echo wrk ;;
   esac
 }
 
@@ -116,7 +126,7 @@ stop_services() {
   local pkg
   for pkg in "$@"; do
     case "$pkg" in
-      nginx | prometheus) ;;
+      nginx | prometheus | php-fpm | haproxy) ;;
       *) continue ;;
     esac
     if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then

@@ -190,6 +190,14 @@ pub fn classify(err: &Error, mut ev: Evidence) -> Verdict {
         }
         // EOF after the header: truncated body.
         ConnectionClosed if in_body => Reason::ClosedMidBody,
+        // EOF or RST with nothing of the response read while the request body was still
+        // being sent: the app hung up on the upload (the proxy moves the phase on to
+        // `response_header` once the whole request has gone out).
+        ConnectionClosed | ReadError
+            if ev.phase == Phase::Request && bytes_already_read(err).unwrap_or(0) == 0 =>
+        {
+            Reason::RequestWriteFailed
+        }
         // EOF before the header was complete: the context says how much had arrived.
         ConnectionClosed => match bytes_already_read(err).or(ev.response_header_bytes) {
             Some(n) if n > 0 => Reason::ClosedMidHeader,

@@ -15,6 +15,7 @@
 //! | `handoff_upstream_requests_in_flight` | gauge | `upstream` |
 //! | `handoff_upstream_connection_reuses_total` | counter | `upstream` |
 //! | `handoff_client_aborts_total` | counter | `upstream` |
+//! | `handoff_client_errors_total` | counter | `upstream` | (extension)
 //! | `handoff_config_reloads_total` | counter | `result` (`success`, `failure`) (extension) |
 //! | `handoff_build_info` | gauge (1) | `version` |
 //!
@@ -46,6 +47,7 @@ pub const METRIC_NAMES: &[&str] = &[
     IN_FLIGHT,
     CONNECTION_REUSES,
     CLIENT_ABORTS,
+    CLIENT_ERRORS,
     CONFIG_RELOADS,
     BUILD_INFO,
 ];
@@ -75,6 +77,10 @@ pub const IN_FLIGHT: &str = "handoff_upstream_requests_in_flight";
 pub const CONNECTION_REUSES: &str = "handoff_upstream_connection_reuses_total";
 /// Requests the client (nginx) abandoned.
 pub const CLIENT_ABORTS: &str = "handoff_client_aborts_total";
+/// Extension: requests that failed because of the client's side (e.g. a request body cut
+/// short) and reached handoff's hooks; never upstream failures. Requests pingora rejects
+/// while parsing (a malformed request line) are answered 400 before handoff sees them.
+pub const CLIENT_ERRORS: &str = "handoff_client_errors_total";
 /// Extension: configuration reloads by result.
 pub const CONFIG_RELOADS: &str = "handoff_config_reloads_total";
 /// Always 1; the `version` label carries the build.
@@ -123,6 +129,7 @@ struct UpstreamInner {
     failures: Vec<IntCounter>,
     attempt_failures: Vec<IntCounter>,
     client_aborts: IntCounter,
+    client_errors: IntCounter,
     reuses: IntCounter,
     connect: Histogram,
     header: Histogram,
@@ -200,6 +207,12 @@ impl Metrics {
             "Requests the client (nginx) abandoned before the response was complete.",
             up,
         );
+        let client_errors = counter_vec(
+            &registry,
+            CLIENT_ERRORS,
+            "Requests that failed on the client's side (e.g. a body cut short); not upstream failures.",
+            up,
+        );
         let reloads = counter_vec(
             &registry,
             CONFIG_RELOADS,
@@ -228,6 +241,7 @@ impl Metrics {
                     failures: per_reason(&failures),
                     attempt_failures: per_reason(&attempts),
                     client_aborts: aborts.with_label_values(&[name]),
+                    client_errors: client_errors.with_label_values(&[name]),
                     reuses: reuses.with_label_values(&[name]),
                     connect: connect.with_label_values(&[name]),
                     header: header.with_label_values(&[name]),
@@ -303,6 +317,11 @@ impl UpstreamMetrics {
     /// Counts a request the client (nginx) abandoned.
     pub fn client_abort(&self) {
         self.inner.client_aborts.inc();
+    }
+
+    /// Counts a request that failed on the client's side.
+    pub fn client_error(&self) {
+        self.inner.client_errors.inc();
     }
 
     /// Counts a request sent on a pooled connection.

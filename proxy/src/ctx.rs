@@ -52,6 +52,8 @@ pub struct Ctx {
     pub failure: Option<Box<Failure>>,
     /// nginx went away mid-request.
     pub client_aborted: bool,
+    /// The request failed on the client's side (e.g. its body was cut short).
+    pub client_error: bool,
     /// Status handoff answered with itself (0: none).
     pub answered: u16,
     _in_flight: InFlightGuard,
@@ -84,6 +86,7 @@ impl Ctx {
             full_exposure: false,
             failure: None,
             client_aborted: false,
+            client_error: false,
             answered: 0,
             _in_flight: in_flight,
         }

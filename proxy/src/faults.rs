@@ -105,6 +105,10 @@ pub enum Mode {
     RejectBody,
     /// The healthy app, closing keep-alive connections idle for this long (default 1 s).
     KeepAliveClose(Duration),
+    /// The healthy app, answering one request per connection with keep-alive and closing
+    /// the connection when the next request arrives on it: the keep-alive race on every
+    /// reused connection, deterministically.
+    StaleKeepalive,
 }
 
 /// A running fault upstream. Dropping it stops it (tasks aborted, socket files removed).
@@ -197,6 +201,7 @@ impl Mode {
         Mode::SlowReader,
         Mode::RejectBody,
         Mode::KeepAliveClose(DEFAULT_IDLE),
+        Mode::StaleKeepalive,
     ];
 
     /// The stable kebab-case label (without a parameter).
@@ -225,6 +230,7 @@ impl Mode {
             Mode::SlowReader => "slow-reader",
             Mode::RejectBody => "reject-body",
             Mode::KeepAliveClose(_) => "keepalive-close",
+            Mode::StaleKeepalive => "stale-keepalive",
         }
     }
 
@@ -254,6 +260,7 @@ impl Mode {
             Mode::SlowReader => "never reads the request body: a large upload blocks",
             Mode::RejectBody => "resets while a large request body is still being sent",
             Mode::KeepAliveClose(_) => "the app, closing idle keep-alive connections (:IDLE)",
+            Mode::StaleKeepalive => "the app, closing each reused connection as a request arrives",
         }
     }
 
@@ -261,7 +268,11 @@ impl Mode {
     /// succeed (or the app's own status should pass through).
     pub const fn expected_reason(&self) -> Option<&'static str> {
         Some(match self {
-            Mode::Ok | Mode::BigHeader(_) | Mode::App503 | Mode::KeepAliveClose(_) => return None,
+            Mode::Ok
+            | Mode::BigHeader(_)
+            | Mode::App503
+            | Mode::KeepAliveClose(_)
+            | Mode::StaleKeepalive => return None,
             Mode::Refuse => "connect_refused",
             Mode::ConnectTimeout => "connect_timeout",
             Mode::MissingSocket => "socket_not_found",
@@ -697,7 +708,20 @@ where
     let mut c = Conn::new(io);
     match mode {
         Mode::Ok | Mode::SocketPermission => app::serve(c, stats, AppOptions::default()).await,
-        Mode::KeepAliveClose(idle) => app::serve(c, stats, AppOptions { idle: Some(idle) }).await,
+        Mode::KeepAliveClose(idle) => {
+            let opts = AppOptions {
+                idle: Some(idle),
+                ..AppOptions::default()
+            };
+            app::serve(c, stats, opts).await
+        }
+        Mode::StaleKeepalive => {
+            let opts = AppOptions {
+                max_requests: Some(1),
+                ..AppOptions::default()
+            };
+            app::serve(c, stats, opts).await
+        }
         // Never accepted from; nothing to do.
         Mode::Refuse | Mode::ConnectTimeout | Mode::MissingSocket | Mode::BacklogFull => Ok(()),
         Mode::Close => {

@@ -63,8 +63,9 @@ impl Handoff {
             // upper bound, and runtimes get one more second to wind down.
             grace_period_seconds: Some(settings.server.grace_period.as_secs_f64().ceil() as u64),
             graceful_shutdown_timeout_seconds: Some(1),
-            // Retries are decided per attempt in `error_while_proxy`; at most one is asked for.
-            max_retries: 1,
+            // pingora's cap counts attempts, not retries. Retries are decided per attempt in
+            // `error_while_proxy`, which asks for at most one.
+            max_retries: 2,
             ..ServerConf::default()
         };
         let mut server = Server::new_with_opt_and_conf(None, conf);

@@ -18,7 +18,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorSource, ErrorType, Result};
+use pingora::{Error, ErrorSource, Result};
 
 use crate::ctx::{new_request_id, Ctx, IdleClock};
 use crate::state::Shared;
@@ -68,7 +68,10 @@ impl HandoffProxy {
                 ctx.client_aborted = true;
                 None
             }
-            Verdict::ClientError => None,
+            Verdict::ClientError => {
+                ctx.client_error = true;
+                None
+            }
         }
     }
 
@@ -166,7 +169,7 @@ impl ProxyHttp for HandoffProxy {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -174,6 +177,11 @@ impl ProxyHttp for HandoffProxy {
             request.insert_header(X_REQUEST_ID, id.as_str())?;
         }
         ctx.request_written = Some(Instant::now());
+        // Without a body the header is the whole request: from here on handoff waits for
+        // the response. With a body, `request_body_filter` moves on at its end.
+        if session.is_body_empty() {
+            ctx.phase = Phase::ResponseHeader;
+        }
         Ok(())
     }
 
@@ -181,11 +189,14 @@ impl ProxyHttp for HandoffProxy {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(b) = body {
             ctx.request_body_bytes += b.len() as u64;
+        }
+        if end_of_stream && ctx.phase == Phase::Request {
+            ctx.phase = Phase::ResponseHeader;
         }
         Ok(())
     }
@@ -276,23 +287,20 @@ impl ProxyHttp for HandoffProxy {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        // Errors raised before an attempt (e.g. dns_failed from `upstream_peer`) or by nginx's
+        // Errors raised before an attempt (e.g. dns_failed from `upstream_peer`) or on nginx's
         // side have not been classified yet.
-        let needs_classification = ctx.failure.is_none() && !ctx.client_aborted;
-        if needs_classification && e.esource() != &ErrorSource::Downstream {
+        if ctx.failure.is_none() && !ctx.client_aborted && !ctx.client_error {
             self.note_attempt_failure(session, ctx, e);
         }
+        // What can be found out on the spot goes into the response, the log and /failures.
+        if let Some(failure) = ctx.failure.as_deref_mut() {
+            crate::probe::investigate(failure).await;
+        }
         let Some(failure) = ctx.failure.as_deref() else {
-            let code = if ctx.client_aborted || e.esource() == &ErrorSource::Downstream {
-                ctx.client_aborted = matches!(
-                    e.etype(),
-                    ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
-                );
-                0
-            } else {
-                400
-            };
-            if code != 0 {
+            // nginx went away (nothing to answer) or sent a request that cannot be served.
+            let code = if ctx.client_aborted { 0 } else { 400 };
+            ctx.client_error |= code == 400;
+            if code != 0 && session.response_written().is_none() {
                 let _ = session.respond_error(code).await;
             }
             return FailToProxy {
@@ -364,6 +372,8 @@ impl ProxyHttp for HandoffProxy {
         }
         if ctx.client_aborted {
             metrics.client_abort();
+        } else if ctx.client_error {
+            metrics.client_error();
         }
         match (e, ctx.failure.take()) {
             (None, _) => {
@@ -389,7 +399,6 @@ impl ProxyHttp for HandoffProxy {
                     failure.evidence.request_id = id;
                 }
                 failure.evidence.elapsed = now.saturating_duration_since(ctx.start);
-                crate::probe::investigate(&mut failure).await;
                 metrics.failure(failure.reason);
                 let sent = if ctx.answered != 0 {
                     ctx.answered
@@ -412,10 +421,10 @@ impl ProxyHttp for HandoffProxy {
 
 /// Whether a failed attempt may be sent again on a fresh connection.
 ///
-/// Only the keep-alive race qualifies: a pooled connection that the app had already closed,
-/// failing before any response byte. For methods that are not idempotent it must also be
-/// certain the app cannot have acted on the request: the whole body is still in pingora's
-/// retry buffer and nothing of the response arrived.
+/// Only the keep-alive race qualifies: a pooled connection the app had already given up
+/// on, failing on the first attempt before any byte of the response, for a method that is
+/// safe to repeat (RFC 9110 §9.2.2), with the whole request body still in pingora's retry
+/// buffer. A POST is never replayed: the app may have acted on it.
 fn retry_is_safe(session: &Session, ctx: &Ctx, reason: Option<Reason>, reused: bool) -> bool {
     let stale = matches!(
         reason,
@@ -423,14 +432,11 @@ fn retry_is_safe(session: &Session, ctx: &Ctx, reason: Option<Reason>, reused: b
             Reason::ClosedBeforeResponse | Reason::ResetBeforeResponse | Reason::RequestWriteFailed
         )
     );
-    if !(reused && stale && ctx.attempt == 1) || session.as_ref().retry_buffer_truncated() {
-        return false;
-    }
-    let method = &session.req_header().method;
-    // A write that failed at once on a reused connection means the app had closed it before
-    // the request arrived; an EOF or RST before any response byte on a pooled connection is
-    // the same race for idempotent requests.
-    method.is_idempotent() || reason == Some(Reason::RequestWriteFailed)
+    reused
+        && stale
+        && ctx.attempt == 1
+        && session.req_header().method.is_idempotent()
+        && !session.as_ref().retry_buffer_truncated()
 }
 
 /// Size of a response header section as it came over the wire (status line, fields, CRLFs).

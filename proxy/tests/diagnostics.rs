@@ -351,15 +351,23 @@ async fn invalid_response_header() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_response_header_names_tls_and_fastcgi() {
-    for (mode, word) in [(Mode::TlsBytes, "TLS"), (Mode::FastcgiBytes, "FastCGI")] {
-        let (r, _, _) = Scenario::new(mode, "invalid_response_header", 502, "http_protocol_error")
-            .run()
-            .await;
-        let hint = r.json()["hint"].as_str().unwrap().to_owned();
+    for (mode, says) in [
+        (Mode::TlsBytes, "the upstream speaks TLS"),
+        (Mode::FastcgiBytes, "the upstream speaks FastCGI"),
+        (Mode::Garbage, "the upstream is an SSH server"),
+    ] {
+        let (_, _, entry) =
+            Scenario::new(mode, "invalid_response_header", 502, "http_protocol_error")
+                .run()
+                .await;
+        let detail = entry["hint_detail"].as_str().unwrap().to_owned();
         assert!(
-            hint.contains(word),
-            "hint for {mode:?} should say {word}: {hint}"
+            detail.contains(says),
+            "{mode:?}: the hint should say {says:?}: {detail}"
         );
+        assert!(entry["evidence"]["first_bytes"]
+            .as_str()
+            .is_some_and(|b| !b.is_empty()));
     }
 }
 

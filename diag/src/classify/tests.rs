@@ -467,16 +467,22 @@ fn read_timeouts_name_the_timer() {
 #[test]
 fn connection_closed() {
     let zero = header_read(ConnectionClosed, 0, None);
-    assert_eq!(reason(&zero, Phase::Request), Reason::ClosedBeforeResponse);
+    assert_eq!(
+        reason(&zero, Phase::ResponseHeader),
+        Reason::ClosedBeforeResponse
+    );
     assert_eq!(
         reason(
             &header_read(ConnectionClosed, 0, None).more_context("Peer closed"),
-            Phase::Request
+            Phase::ResponseHeader
         ),
         Reason::ClosedBeforeResponse
     );
     let partial = header_read(ConnectionClosed, 27, None);
-    assert_eq!(reason(&partial, Phase::Request), Reason::ClosedMidHeader);
+    assert_eq!(
+        reason(&partial, Phase::ResponseHeader),
+        Reason::ClosedMidHeader
+    );
     assert_eq!(
         reason(
             &partial.more_context("x").more_context("y"),
@@ -494,7 +500,10 @@ fn connection_closed() {
         reason(&remaining, Phase::ResponseBody),
         Reason::ClosedMidBody
     );
-    assert_eq!(reason(&remaining, Phase::Request), Reason::ClosedMidBody);
+    assert_eq!(
+        reason(&remaining, Phase::ResponseHeader),
+        Reason::ClosedMidBody
+    );
     let chunked = Error::explain(
         ConnectionClosed,
         "Connection prematurely closed without the termination chunk, read 5 bytes",
@@ -506,7 +515,10 @@ fn connection_closed() {
 
     // No context: the byte counters decide.
     let bare = Error::new_up(ConnectionClosed);
-    assert_eq!(reason(&bare, Phase::Request), Reason::ClosedBeforeResponse);
+    assert_eq!(
+        reason(&bare, Phase::ResponseHeader),
+        Reason::ClosedBeforeResponse
+    );
     let mut ev = evidence(Phase::ResponseHeader);
     ev.response_header_bytes = Some(12);
     assert_eq!(failure(&bare, ev).reason, Reason::ClosedMidHeader);
@@ -516,16 +528,22 @@ fn connection_closed() {
 #[test]
 fn resets() {
     let before = header_read(ReadError, 0, Some(os(libc::ECONNRESET)));
-    let f = failure(&before, evidence(Phase::Request));
+    let f = failure(&before, evidence(Phase::ResponseHeader));
     assert_eq!(f.reason, Reason::ResetBeforeResponse);
     assert_eq!(f.evidence.errno.map(|e| e.name), Some("ECONNRESET"));
     let kind = header_read(ReadError, 0, Some(io::ErrorKind::ConnectionReset.into()));
-    assert_eq!(reason(&kind, Phase::Request), Reason::ResetBeforeResponse);
+    assert_eq!(
+        reason(&kind, Phase::ResponseHeader),
+        Reason::ResetBeforeResponse
+    );
     let body = Error::because(ReadError, "when reading body", os(libc::ECONNRESET)).into_up();
     assert_eq!(reason(&body, Phase::ResponseBody), Reason::ResetMidBody);
-    assert_eq!(reason(&body, Phase::Request), Reason::ResetMidBody);
+    assert_eq!(reason(&body, Phase::ResponseHeader), Reason::ResetMidBody);
     let tls = header_read(ReadError, 0, Some(io::Error::other("tls decode")));
-    assert_eq!(reason(&tls, Phase::Request), Reason::ResetBeforeResponse);
+    assert_eq!(
+        reason(&tls, Phase::ResponseHeader),
+        Reason::ResetBeforeResponse
+    );
 }
 
 /// The proxy's own error types, InternalError and the catch-all.
@@ -562,4 +580,30 @@ fn own_types_internal_and_unclassified() {
     let f = failure(&h2, evidence(Phase::Request));
     assert_eq!(f.reason, Reason::Unclassified);
     assert!(f.evidence.raw_error.contains("H2Error") && f.evidence.raw_error.contains("GOAWAY"));
+}
+
+/// EOF or RST while the request body was still going out is a failed request write.
+#[test]
+fn hang_up_during_the_upload_is_a_request_write_failure() {
+    let closed = Error::explain(
+        ErrorType::ConnectionClosed,
+        "while reading response headers, bytes already read: 0",
+    )
+    .into_up();
+    assert_eq!(reason(&closed, Phase::Request), Reason::RequestWriteFailed);
+    assert_eq!(
+        reason(&closed, Phase::ResponseHeader),
+        Reason::ClosedBeforeResponse
+    );
+    let reset = Error::because(
+        ErrorType::ReadError,
+        "while reading response headers, bytes already read: 0",
+        std::io::Error::from_raw_os_error(libc::ECONNRESET),
+    )
+    .into_up();
+    assert_eq!(reason(&reset, Phase::Request), Reason::RequestWriteFailed);
+    assert_eq!(
+        reason(&reset, Phase::ResponseHeader),
+        Reason::ResetBeforeResponse
+    );
 }

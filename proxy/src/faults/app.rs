@@ -17,6 +17,9 @@ use super::Stats;
 pub(crate) struct AppOptions {
     /// Close a keep-alive connection that stays idle this long (Node's `keepAliveTimeout`).
     pub(crate) idle: Option<Duration>,
+    /// Answer this many requests per connection, then close the connection (without a
+    /// byte, and without counting it) when the next request arrives.
+    pub(crate) max_requests: Option<u64>,
 }
 
 /// Size of each write when streaming `/bytes/N`.
@@ -76,6 +79,7 @@ pub(crate) async fn serve<S>(mut c: Conn<S>, stats: &Stats, opts: AppOptions) ->
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut served = 0u64;
     loop {
         let head = match opts.idle {
             Some(idle) if c.buf.is_empty() => match tokio::time::timeout(idle, c.read_head()).await
@@ -107,6 +111,12 @@ where
             }
             Err(e) => return Err(e),
         };
+        if opts.max_requests.is_some_and(|max| served >= max) {
+            // The keep-alive race made deterministic: the app had given up on this
+            // connection; the request arrives and meets a close.
+            return c.io.shutdown().await;
+        }
+        served += 1;
         stats.requests.fetch_add(1, Ordering::Relaxed);
         let keep = head.keep_alive();
         if head.expects_continue() && head.body_kind()? != super::wire::BodyKind::None {
