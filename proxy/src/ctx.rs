@@ -140,15 +140,18 @@ impl Ctx {
 /// When each pooled upstream connection was last released, indexed by file descriptor.
 ///
 /// pingora's pool does not say how long a reused connection sat idle, and that age is what
-/// tells a keep-alive race from a crash. A fixed array of atomics indexed by fd costs one
-/// store per response and no lock; fds above the table size simply get no idle age.
+/// tells a keep-alive race from a crash. Atomics indexed by fd cost one store per response
+/// and no lock. They live in chunks of 1,024 made on first use, so a process with a few
+/// dozen upstream connections holds 8 KiB, not a table sized for the fd limit; fds above
+/// 65,535 simply get no idle age.
 #[derive(Debug)]
 pub struct IdleClock {
     epoch: Instant,
-    released_at: Box<[AtomicU64]>,
+    chunks: Box<[OnceLock<Box<[AtomicU64]>>]>,
 }
 
-const IDLE_CLOCK_FDS: usize = 1 << 16;
+const CHUNK: usize = 1024;
+const CHUNKS: usize = 64;
 
 // === impl IdleClock ===
 
@@ -158,17 +161,20 @@ impl IdleClock {
         static CLOCK: OnceLock<IdleClock> = OnceLock::new();
         CLOCK.get_or_init(|| IdleClock {
             epoch: Instant::now(),
-            // Zeroed pages are not touched until used, so this costs no resident memory.
-            released_at: (0..IDLE_CLOCK_FDS).map(|_| AtomicU64::new(0)).collect(),
+            chunks: (0..CHUNKS).map(|_| OnceLock::new()).collect(),
         })
+    }
+
+    fn slot(&self, fd: i32) -> Option<&AtomicU64> {
+        let fd = usize::try_from(fd).ok()?;
+        let chunk = self.chunks.get(fd / CHUNK)?;
+        let chunk = chunk.get_or_init(|| (0..CHUNK).map(|_| AtomicU64::new(0)).collect());
+        chunk.get(fd % CHUNK)
     }
 
     /// Notes that the connection on `fd` finished a response and may go back to the pool.
     pub fn released(&self, fd: i32, now: Instant) {
-        if let Some(slot) = usize::try_from(fd)
-            .ok()
-            .and_then(|i| self.released_at.get(i))
-        {
+        if let Some(slot) = self.slot(fd) {
             let nanos = now.saturating_duration_since(self.epoch).as_nanos() as u64;
             slot.store(nanos.max(1), Ordering::Relaxed);
         }
@@ -176,20 +182,14 @@ impl IdleClock {
 
     /// Forgets `fd`: a new connection now owns that number.
     pub fn opened(&self, fd: i32) {
-        if let Some(slot) = usize::try_from(fd)
-            .ok()
-            .and_then(|i| self.released_at.get(i))
-        {
+        if let Some(slot) = self.slot(fd) {
             slot.store(0, Ordering::Relaxed);
         }
     }
 
     /// How long the connection on `fd` has been idle, if it was released before.
     pub fn idle_for(&self, fd: i32, now: Instant) -> Option<Duration> {
-        let slot = usize::try_from(fd)
-            .ok()
-            .and_then(|i| self.released_at.get(i))?;
-        let released = slot.load(Ordering::Relaxed);
+        let released = self.slot(fd)?.load(Ordering::Relaxed);
         (released != 0).then(|| {
             let now = now.saturating_duration_since(self.epoch).as_nanos() as u64;
             Duration::from_nanos(now.saturating_sub(released))
