@@ -90,15 +90,15 @@ impl HandoffProxy {
             timer_value_ms = ev.timer.map(|t| t.after.as_millis() as u64),
             attempt = ev.attempt,
             reused = ev.reused,
-            idle_ms = ev.idle.map(|d| d.as_secs_f64() * 1e3),
-            connect_ms = ev.connect.map(|d| d.as_secs_f64() * 1e3),
-            header_ms = ev.to_header.map(|d| d.as_secs_f64() * 1e3),
-            elapsed_ms = ev.elapsed.as_secs_f64() * 1e3,
+            idle_ms = ev.idle.map(ms),
+            connect_ms = ev.connect.map(ms),
+            header_ms = ev.to_header.map(ms),
+            elapsed_ms = ms(ev.elapsed),
             request_bytes_sent = ev.request_bytes_sent,
             response_bytes_received = ev.response_bytes_received,
             response_header_bytes = ev.response_header_bytes,
             first_bytes = ev.first_bytes.as_deref(),
-            findings = ?ev.findings,
+            findings = (!ev.findings.is_empty()).then(|| ev.findings.join("; ")),
             request_id = %ev.request_id,
             method = %ev.method,
             path = %ev.path,
@@ -389,7 +389,7 @@ impl ProxyHttp for HandoffProxy {
                         request_id = Self::request_id(session, ctx),
                         attempts = ctx.attempt,
                         reused = ctx.reused,
-                        elapsed_ms = ctx.start.elapsed().as_secs_f64() * 1e3,
+                        elapsed_ms = ms(ctx.start.elapsed()),
                         "request"
                     );
                 }
@@ -437,6 +437,11 @@ fn retry_is_safe(session: &Session, ctx: &Ctx, reason: Option<Reason>, reused: b
         && ctx.attempt == 1
         && session.req_header().method.is_idempotent()
         && !session.as_ref().retry_buffer_truncated()
+}
+
+/// Milliseconds with microsecond precision, for log fields.
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 /// Size of a response header section as it came over the wire (status line, fields, CRLFs).
