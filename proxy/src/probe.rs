@@ -19,10 +19,16 @@ type Cache = Mutex<HashMap<(String, Reason), (Instant, Vec<String>)>>;
 /// Adds what can be found out now to `failure.evidence.findings`.
 pub async fn investigate(failure: &mut Failure) {
     let reason = failure.reason;
-    if !matches!(
+    let fresh_unix = !failure.evidence.reused && failure.evidence.next_hop.starts_with("unix:");
+    let early_hang_up = matches!(
+        reason,
+        Reason::ResetBeforeResponse | Reason::ClosedBeforeResponse | Reason::RequestWriteFailed
+    );
+    if !(matches!(
         reason,
         Reason::SocketNotFound | Reason::SocketPermissionDenied | Reason::ConnectRefused
-    ) {
+    ) || (early_hang_up && fresh_unix))
+    {
         return;
     }
     static CACHE: OnceLock<Cache> = OnceLock::new();
@@ -51,6 +57,7 @@ fn find(reason: Reason, next_hop: &str) -> Vec<String> {
         (Reason::SocketPermissionDenied, Some(path)) => forbidden_socket(Path::new(path)),
         (Reason::ConnectRefused, Some(path)) => stale_socket(Path::new(path)),
         (Reason::ConnectRefused, None) => refused_port(next_hop),
+        (_, Some(path)) => socket_server(Path::new(path)),
         _ => Vec::new(),
     }
 }
@@ -112,6 +119,71 @@ fn stale_socket(path: &Path) -> Vec<String> {
         Ok(_) => vec![format!("{} exists but is not a socket", path.display())],
         Err(_) => Vec::new(),
     }
+}
+
+/// Which process serves a unix socket that hung up on a new connection without a byte.
+///
+/// The classic case is php-fpm: it speaks FastCGI, and an HTTP request makes it reset at
+/// once, so there are no first bytes to recognise it by. The listening socket's inode (from
+/// `/proc/net/unix`) leads to the process holding it; without permission to look (handoff
+/// not root), the socket's name is the only clue.
+fn socket_server(path: &Path) -> Vec<String> {
+    const FASTCGI: &str = "the socket belongs to php-fpm, which speaks FastCGI, not HTTP: \
+        nginx needs fastcgi_pass for it; handoff cannot proxy FastCGI";
+    let owner = listening_inode(path).and_then(process_holding);
+    match owner {
+        Some((pid, comm)) if comm.starts_with("php-fpm") || comm.starts_with("php") => {
+            vec![FASTCGI.to_owned(), format!("served by {comm} (pid {pid})")]
+        }
+        Some((pid, comm)) => vec![format!("the socket is served by {comm} (pid {pid})")],
+        None => {
+            let name = path.to_string_lossy().to_ascii_lowercase();
+            if name.contains("php") || name.contains("fpm") {
+                vec![format!("{FASTCGI} (judging by the socket's name)")]
+            } else {
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// The inode of the listening unix socket bound at `path`.
+fn listening_inode(path: &Path) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/unix").ok()?;
+    let path = path.to_str()?;
+    table.lines().skip(1).find_map(|line| {
+        // Num RefCount Protocol Flags Type St Inode Path; flag 0x10000 is __SO_ACCEPTCON.
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let listening = u32::from_str_radix(cols.get(3)?, 16).ok()? & 0x1_0000 != 0;
+        (listening && cols.get(7) == Some(&path))
+            .then(|| cols.get(6)?.parse().ok())
+            .flatten()
+    })
+}
+
+/// The process (pid, command name) holding the socket with `inode`.
+fn process_holding(inode: u64) -> Option<(u32, String)> {
+    let wanted = format!("socket:[{inode}]");
+    for entry in std::fs::read_dir("/proc").ok()?.filter_map(Result::ok) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.filter_map(Result::ok).any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == wanted.as_str())
+        });
+        if holds {
+            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            return Some((pid, comm.trim().to_owned()));
+        }
+    }
+    None
 }
 
 /// Is something listening on the refused port, but on another address?
@@ -200,6 +272,28 @@ mod tests {
     fn proc_net_addresses_decode() {
         assert_eq!(decode_ip("0100007F"), "127.0.0.1");
         assert_eq!(decode_ip("00000000000000000000000001000000"), "[::1]");
+    }
+
+    #[test]
+    fn the_process_serving_a_unix_socket_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let found = socket_server(&path);
+        let me = std::fs::read_to_string("/proc/self/comm").unwrap();
+        assert_eq!(
+            found,
+            vec![format!(
+                "the socket is served by {} (pid {})",
+                me.trim(),
+                std::process::id()
+            )]
+        );
+        let php = dir.path().join("php8.2-fpm.sock");
+        assert!(
+            socket_server(&php)[0].contains("FastCGI"),
+            "a php-named socket nobody serves"
+        );
     }
 
     #[test]

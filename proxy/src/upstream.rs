@@ -84,7 +84,7 @@ impl Upstream {
                         detail: e.to_string(),
                     }
                 })?;
-                Some(peer)
+                Some(upstream.with_options(peer))
             }
             address => resolve_now(address)
                 .map(|addr| upstream.inet_peer(addr))
