@@ -49,6 +49,7 @@ pub fn nginx_snippet(settings: &Settings) -> String {
         let _ = writeln!(out, "    proxy_send_timeout {nginx_timeout}s;");
         let _ = writeln!(out, "    proxy_read_timeout {nginx_timeout}s;");
         let _ = writeln!(out, "    proxy_buffer_size {buffer_k}k;");
+        let _ = writeln!(out, "    client_max_body_size 100m;  # nginx's 1m default answers 413 before the app sees an upload");
         let _ = writeln!(
             out,
             "    proxy_intercept_errors off;  # keep handoff's annotated 502/504 bodies"
