@@ -398,10 +398,15 @@ async fn response_header_timeout() {
 /// Timers apply to unix-socket upstreams too.
 #[tokio::test(flavor = "multi_thread")]
 async fn response_header_timeout_unix() {
-    Scenario::new(Mode::StallHeader, "response_header_timeout", 504, "http_response_timeout")
-        .unix()
-        .run()
-        .await;
+    Scenario::new(
+        Mode::StallHeader,
+        "response_header_timeout",
+        504,
+        "http_response_timeout",
+    )
+    .unix()
+    .run()
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
