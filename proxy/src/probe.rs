@@ -17,7 +17,12 @@ const CACHE_FOR: Duration = Duration::from_secs(1);
 type Cache = Mutex<HashMap<(String, Reason), (Instant, Vec<String>)>>;
 
 /// Adds what can be found out now to `failure.evidence.findings`.
-pub async fn investigate(failure: &mut Failure) {
+///
+/// Runs on the request's own thread: the checks read a few files under `/proc` and the
+/// socket's directory, and one lock makes concurrent failures of the same kind wait for the
+/// first look and reuse it, instead of each starting its own (a failure storm costs one
+/// look per second, not one thread per failure).
+pub fn investigate(failure: &mut Failure) {
     let reason = failure.reason;
     let fresh_unix = !failure.evidence.reused && failure.evidence.next_hop.starts_with("unix:");
     let early_hang_up = matches!(
@@ -32,22 +37,20 @@ pub async fn investigate(failure: &mut Failure) {
         return;
     }
     static CACHE: OnceLock<Cache> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
+    let Ok(mut cache) = CACHE.get_or_init(Default::default).lock() else {
+        return;
+    };
     let key = (failure.evidence.next_hop.to_string(), reason);
     let now = Instant::now();
-    if let Some((at, findings)) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
-        if now.duration_since(at) < CACHE_FOR {
-            failure.evidence.findings = findings;
-            return;
+    let findings = match cache.get(&key) {
+        Some((at, findings)) if now.duration_since(*at) < CACHE_FOR => findings.clone(),
+        _ => {
+            let findings = find(reason, &key.0);
+            cache.retain(|_, (at, _)| now.duration_since(*at) < CACHE_FOR);
+            cache.insert(key, (now, findings.clone()));
+            findings
         }
-    }
-    let hop = key.0.clone();
-    let findings = tokio::task::spawn_blocking(move || find(reason, &hop))
-        .await
-        .unwrap_or_default();
-    if let Ok(mut c) = cache.lock() {
-        c.insert(key, (now, findings.clone()));
-    }
+    };
     failure.evidence.findings = findings;
 }
 
