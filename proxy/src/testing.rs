@@ -104,6 +104,11 @@ impl TestHandoff {
         metric_value(&self.shared.metrics.encode(), family, labels)
     }
 
+    /// The sum of every series of `family`, e.g. all `handoff_upstream_failures_total`.
+    pub fn metric_sum(&self, family: &str) -> f64 {
+        metric_sum(&self.shared.metrics.encode(), family)
+    }
+
     /// Stops it and waits until every service has exited.
     pub fn stop(mut self) {
         self.stop_inner();
@@ -135,6 +140,19 @@ pub async fn eventually(value: impl Fn() -> f64, want: f64, within: Duration) ->
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// The sum of every series of `family` in Prometheus text.
+pub fn metric_sum(text: &str, family: &str) -> f64 {
+    text.lines()
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let name = series.split_once('{').map_or(series, |(n, _)| n);
+            (name == family)
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
 }
 
 /// Reads one series from Prometheus text: `family{labels...} value`.

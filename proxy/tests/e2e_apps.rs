@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use handoff::testing::client::{get, BodyEnd, Client, Response};
 use handoff::testing::nginx::{Nginx, NginxConfig};
-use handoff::testing::{eventually, free_port, metric_value, TestHandoff};
+use handoff::testing::{eventually, free_port, metric_sum, metric_value, TestHandoff};
 
 // ---------------------------------------------------------------------------------------
 // Processes
@@ -197,13 +197,6 @@ fn failures(handoff: &TestHandoff, reason: &str) -> f64 {
     )
 }
 
-fn sum_family(text: &str, family: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{family}{{")))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
-
 async fn json_get(addr: std::net::SocketAddr, path: &str) -> (Response, BodyEnd) {
     let mut client = Client::connect(addr).await.unwrap();
     client
@@ -310,7 +303,7 @@ async fn gunicorn_timeout_in_python_code_is_the_apps_own_500() {
     .await;
     assert_eq!(five, 1.0);
     assert_eq!(
-        sum_family(
+        metric_sum(
             &handoff.shared().metrics.encode(),
             "handoff_upstream_failures_total"
         ),
@@ -686,10 +679,10 @@ async fn node_short_keepalive_below_pool_idle_has_no_failures() {
     }
     let text = handoff.shared().metrics.encode();
     assert_eq!(
-        sum_family(&text, "handoff_upstream_attempt_failures_total"),
+        metric_sum(&text, "handoff_upstream_attempt_failures_total"),
         0.0
     );
-    assert_eq!(sum_family(&text, "handoff_upstream_failures_total"), 0.0);
+    assert_eq!(metric_sum(&text, "handoff_upstream_failures_total"), 0.0);
     // The request after the 450ms pause reused the pooled connection.
     assert!(
         metric(
@@ -764,11 +757,11 @@ async fn node_short_keepalive_above_pool_idle_still_succeeds() {
     }
     let text = handoff.shared().metrics.encode();
     assert_eq!(
-        sum_family(&text, "handoff_upstream_failures_total"),
+        metric_sum(&text, "handoff_upstream_failures_total"),
         0.0,
         "{text}"
     );
-    let attempts = sum_family(&text, "handoff_upstream_attempt_failures_total");
+    let attempts = metric_sum(&text, "handoff_upstream_attempt_failures_total");
     let race: f64 = [
         "reset_before_response",
         "closed_before_response",

@@ -18,17 +18,6 @@ fn handoff_for(app: &FaultServer, extra: &str) -> TestHandoff {
     .unwrap()
 }
 
-fn sum(handoff: &TestHandoff, family: &str) -> f64 {
-    handoff
-        .shared()
-        .metrics
-        .encode()
-        .lines()
-        .filter(|l| l.starts_with(&format!("{family}{{")))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
-}
-
 /// A GET on a pooled connection the app had given up on is retried once on a fresh
 /// connection: the client sees 200, the failed attempt is counted, the request is not.
 #[tokio::test(flavor = "multi_thread")]
@@ -51,7 +40,7 @@ async fn stale_pooled_connection_get_is_retried() {
         "the second request went to a fresh connection"
     );
     let attempts = eventually(
-        || sum(&handoff, "handoff_upstream_attempt_failures_total"),
+        || handoff.metric_sum("handoff_upstream_attempt_failures_total"),
         1.0,
         Duration::from_secs(2),
     )
@@ -62,7 +51,7 @@ async fn stale_pooled_connection_get_is_retried() {
         &[("upstream", "app"), ("reason", "closed_before_response")],
     );
     assert_eq!(race, Some(1.0));
-    assert_eq!(sum(&handoff, "handoff_upstream_failures_total"), 0.0);
+    assert_eq!(handoff.metric_sum("handoff_upstream_failures_total"), 0.0);
 }
 
 /// A POST is never replayed: on a stale pooled connection it fails as
@@ -178,8 +167,8 @@ async fn twenty_thousand_keepalive_requests_without_a_failure() {
         CLIENTS * PER_CLIENT,
         "every request reached the app once"
     );
-    assert_eq!(sum(&handoff, "handoff_upstream_failures_total"), 0.0);
-    let attempts = sum(&handoff, "handoff_upstream_attempt_failures_total");
+    assert_eq!(handoff.metric_sum("handoff_upstream_failures_total"), 0.0);
+    let attempts = handoff.metric_sum("handoff_upstream_attempt_failures_total");
     println!(
         "20,000 keep-alive requests: {} app connections, {} failed attempts retried, 0 failures",
         app.connections(),
