@@ -42,6 +42,8 @@ pub struct Ctx {
     pub upstream_status: u16,
     /// Request body bytes read from nginx and forwarded.
     pub request_body_bytes: u64,
+    /// The request body's length when known (Content-Length, or 0 without a body).
+    pub request_body_length: Option<u64>,
     /// Response body bytes received from the upstream.
     pub response_body_bytes: u64,
     /// A request id handoff generated because nginx sent none (or an invalid one).
@@ -81,6 +83,7 @@ impl Ctx {
             header_bytes: None,
             upstream_status: 0,
             request_body_bytes: 0,
+            request_body_length: None,
             response_body_bytes: 0,
             generated_id: None,
             full_exposure: false,
@@ -106,6 +109,12 @@ impl Ctx {
         self.header_bytes = None;
         self.upstream_status = 0;
         self.response_body_bytes = 0;
+    }
+
+    /// Body bytes still to forward, when the body's length is known.
+    pub fn request_body_remaining(&self) -> Option<u64> {
+        self.request_body_length
+            .map(|n| n.saturating_sub(self.request_body_bytes))
     }
 
     /// The evidence gathered so far, for classification. Only called on failure.

@@ -177,9 +177,21 @@ impl ProxyHttp for HandoffProxy {
             request.insert_header(X_REQUEST_ID, id.as_str())?;
         }
         ctx.request_written = Some(Instant::now());
-        // Without a body the header is the whole request: from here on handoff waits for
-        // the response. With a body, `request_body_filter` moves on at its end.
-        if session.is_body_empty() {
+        // From here on handoff waits for the response, unless a body is still going out: then
+        // a hang-up is the app refusing the upload (`request_write_failed`), not a premature
+        // close. `request_body_filter` moves on when the rest of the body is small enough to
+        // be in flight already.
+        ctx.request_body_length = if session.is_body_empty() {
+            Some(0)
+        } else {
+            session
+                .get_header(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+        };
+        if ctx
+            .request_body_remaining()
+            .is_some_and(|n| n <= IN_FLIGHT_BYTES)
+        {
             ctx.phase = Phase::ResponseHeader;
         }
         Ok(())
@@ -195,7 +207,10 @@ impl ProxyHttp for HandoffProxy {
         if let Some(b) = body {
             ctx.request_body_bytes += b.len() as u64;
         }
-        if end_of_stream && ctx.phase == Phase::Request {
+        let small_rest = ctx
+            .request_body_remaining()
+            .is_some_and(|n| n <= IN_FLIGHT_BYTES);
+        if ctx.phase == Phase::Request && (end_of_stream || small_rest) {
             ctx.phase = Phase::ResponseHeader;
         }
         Ok(())
@@ -418,6 +433,11 @@ impl ProxyHttp for HandoffProxy {
         true
     }
 }
+
+/// How much of a request body can be on its way to the app (socket buffers) without handoff
+/// being able to tell whether the app read it. A hang-up with less than this left to send
+/// counts as a hang-up before the response, with more as a failed upload.
+const IN_FLIGHT_BYTES: u64 = 64 * 1024;
 
 /// Whether a failed attempt may be sent again on a fresh connection.
 ///
