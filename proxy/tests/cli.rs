@@ -152,17 +152,15 @@ async fn sigterm_drains_in_flight_requests() {
     let term_at = Instant::now();
     kill(child.id(), libc::SIGTERM);
 
-    // New connections are refused while the slow request is still running.
+    // New connections are refused while the slow request is still running. While the
+    // listener closes, a connection the kernel had queued for it is reset instead.
     let until = Instant::now() + Duration::from_secs(2);
     loop {
         match tokio::net::TcpStream::connect(addr).await {
-            Err(e) => {
-                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
-                break;
-            }
-            Ok(_) => assert!(
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            other => assert!(
                 Instant::now() < until,
-                "listener still accepting after SIGTERM"
+                "listener still accepting 2 s after SIGTERM: {other:?}"
             ),
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
