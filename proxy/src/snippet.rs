@@ -22,6 +22,12 @@ pub fn nginx_snippet(settings: &Settings) -> String {
             ListenAddress::Tcp(addr) => addr.to_string(),
             ListenAddress::Unix(path) => format!("unix:{}", path.display()),
         };
+        let _ = writeln!(out, "upstream handoff_{} {{", u.name);
+        let _ = writeln!(out, "    server {server};");
+        let _ = writeln!(out, "    keepalive 32;");
+        let _ = writeln!(out, "}}\n");
+    }
+    for u in &settings.upstreams {
         // nginx must outlast handoff's own timers, or it answers its own bare 502/504 first.
         let longest = u
             .connect_timeout
@@ -31,10 +37,11 @@ pub fn nginx_snippet(settings: &Settings) -> String {
         let nginx_timeout = longest.as_secs() + 5;
         // proxy_buffer_size must hold the largest response header handoff lets through.
         let buffer_k = u.nginx_buffer_bytes.div_ceil(1024).max(4);
-        let _ = writeln!(out, "upstream handoff_{} {{", u.name);
-        let _ = writeln!(out, "    server {server};");
-        let _ = writeln!(out, "    keepalive 32;");
-        let _ = writeln!(out, "}}\n");
+        let _ = writeln!(
+            out,
+            "# in the server {{}} of the site that \"{}\" serves:",
+            u.name
+        );
         let _ = writeln!(out, "location / {{");
         let _ = writeln!(
             out,
@@ -49,7 +56,10 @@ pub fn nginx_snippet(settings: &Settings) -> String {
         let _ = writeln!(out, "    proxy_send_timeout {nginx_timeout}s;");
         let _ = writeln!(out, "    proxy_read_timeout {nginx_timeout}s;");
         let _ = writeln!(out, "    proxy_buffer_size {buffer_k}k;");
-        let _ = writeln!(out, "    client_max_body_size 100m;  # nginx's 1m default answers 413 before the app sees an upload");
+        let _ = writeln!(
+            out,
+            "    client_max_body_size 100m;  # nginx's 1m default answers 413 before the app sees an upload"
+        );
         let _ = writeln!(
             out,
             "    proxy_intercept_errors off;  # keep handoff's annotated 502/504 bodies"

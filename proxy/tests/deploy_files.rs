@@ -1,0 +1,263 @@
+//! The files in `deploy/` and `docs/` agree with what handoff serves and does.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use handoff::testing::{free_port, TestHandoff};
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// `handoff_...` metric family names mentioned in a text, without histogram suffixes.
+fn families_in(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("handoff_") {
+        let start = i + at;
+        let end = start
+            + bytes[start..]
+                .iter()
+                .take_while(|b| b.is_ascii_lowercase() || **b == b'_')
+                .count();
+        let name = &text[start..end];
+        let name = ["_bucket", "_sum", "_count"]
+            .iter()
+            .fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
+        // Alert and rule names such as `handoff_down` are not metrics: only names with a
+        // known metric prefix.
+        if name.starts_with("handoff_upstream_")
+            || name.starts_with("handoff_client_")
+            || name.starts_with("handoff_config_")
+            || name == "handoff_build_info"
+        {
+            out.insert(name.to_owned());
+        }
+        i = end.max(start + 1);
+    }
+    out
+}
+
+fn served() -> BTreeSet<String> {
+    let handoff = TestHandoff::start_toml(
+        "[admin]\nlisten = \"{ADMIN}\"\n[[upstream]]\nname = \"app\"\nlisten = \"127.0.0.1:{PORT0}\"\naddress = \"127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let text = handoff.shared().metrics.encode();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every metric the dashboard and the alert rules use is served by `/metrics`.
+#[test]
+fn dashboard_and_alerts_use_served_metrics() {
+    let served = served();
+    for file in [
+        "deploy/grafana/handoff.json",
+        "deploy/prometheus/alerts.yml",
+        "deploy/prometheus/alerts_test.yml",
+    ] {
+        let used = families_in(&read(file));
+        assert!(!used.is_empty(), "{file} uses no handoff metric");
+        let missing: Vec<_> = used.difference(&served).collect();
+        assert!(
+            missing.is_empty(),
+            "{file} uses metrics /metrics does not serve: {missing:?}"
+        );
+    }
+}
+
+/// docs/metrics.md lists exactly the families `/metrics` serves.
+#[test]
+fn metrics_doc_matches_what_is_served() {
+    let served = served();
+    let documented: BTreeSet<String> = read("docs/metrics.md")
+        .lines()
+        .filter(|l| l.starts_with("| `handoff_"))
+        .filter_map(|l| l.split('`').nth(1))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(documented, served);
+    let named: BTreeSet<String> = handoff_diag::METRIC_NAMES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(named, served);
+}
+
+fn yaml(path: &str) -> Vec<serde_yaml::Value> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(&read(path))
+        .map(|doc| serde_yaml::Value::deserialize(doc).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .collect()
+}
+
+/// The Kubernetes pod runs handoff as a native sidecar with probes, a grace period that
+/// covers handoff's, and the restricted security profile; compose shares the app's network.
+#[test]
+fn kubernetes_and_compose_files_have_the_expected_shape() {
+    let docs = yaml("deploy/k8s/deployment.yaml");
+    let pod = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" || d["kind"] == "Pod")
+        .expect("a Deployment or Pod");
+    let spec = if pod["kind"] == "Deployment" {
+        &pod["spec"]["template"]["spec"]
+    } else {
+        &pod["spec"]
+    };
+    let sidecar = spec["initContainers"]
+        .as_sequence()
+        .and_then(|c| c.iter().find(|c| c["restartPolicy"] == "Always"))
+        .expect("an init container with restartPolicy: Always (native sidecar)");
+    assert_eq!(sidecar["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(sidecar["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert!(
+        !sidecar["startupProbe"].is_null(),
+        "a startup probe holds the app back"
+    );
+    let sc = &sidecar["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["capabilities"]["drop"][0], "ALL");
+    let grace = spec["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("terminationGracePeriodSeconds");
+    assert!(
+        grace >= 5 + 5,
+        "grace {grace}s covers handoff's 5 s grace period and the preStop"
+    );
+    assert!(!sidecar["resources"]["requests"].is_null());
+
+    let config_map = yaml("deploy/k8s/configmap.yaml");
+    let toml = config_map[0]["data"]
+        .as_mapping()
+        .and_then(|m| m.values().next())
+        .and_then(|v| v.as_str())
+        .expect("the ConfigMap carries the TOML");
+    handoff_config::from_str(toml, "configmap.yaml").expect("the ConfigMap's TOML is valid");
+
+    let kustomization = yaml("deploy/k8s/kustomization.yaml");
+    for resource in kustomization[0]["resources"]
+        .as_sequence()
+        .expect("resources")
+    {
+        let file = resource.as_str().unwrap();
+        assert!(repo(&format!("deploy/k8s/{file}")).exists(), "{file}");
+    }
+
+    let compose = &yaml("deploy/compose/compose.yaml")[0];
+    let handoff = &compose["services"]["handoff"];
+    assert_eq!(handoff["network_mode"], "service:app");
+    assert!(!compose["services"]["nginx"].is_null() && !compose["services"]["app"].is_null());
+}
+
+/// `handoff nginx-snippet` writes configuration nginx accepts (`nginx -t`).
+#[test]
+fn nginx_snippet_passes_nginx_t() {
+    let nginx = std::env::var("HANDOFF_NGINX").unwrap_or_else(|_| "/usr/sbin/nginx".into());
+    assert!(
+        Path::new(&nginx).exists(),
+        "{nginx} is missing: run scripts/test, which installs nginx"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .args(["nginx-snippet", "-c"])
+        .arg(repo("deploy/handoff.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let snippet = String::from_utf8(out.stdout).unwrap();
+    let (http_part, locations) =
+        snippet.split_at(snippet.find("location /").expect("a location block"));
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Each upstream's location goes in its own server, as on separate sites.
+    let servers: String = locations
+        .split("location /")
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            format!(
+                "server {{ listen 127.0.0.1:{}; location /{l} }}\n",
+                port + i as u16 % 2
+            )
+        })
+        .collect();
+    let conf = format!(
+        "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n access_log off;\n client_body_temp_path {d};\n proxy_temp_path {d};\n fastcgi_temp_path {d};\n uwsgi_temp_path {d};\n scgi_temp_path {d};\n{http_part}\n{servers}}}\n",
+        d = dir.path().display()
+    );
+    let conf = conf.replace("/var/log/nginx/", &format!("{}/", dir.path().display()));
+    let path = dir.path().join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let out = Command::new(&nginx)
+        .args(["-t", "-q", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nginx -t: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The container's command: a non-root uid, only environment configuration, cwd `/`; it
+/// serves, `/readyz` is 200, and SIGTERM exits 0.
+#[test]
+fn container_command_runs_as_non_root_with_env_only() {
+    let (port, admin_default) = (free_port(), 9180);
+    let probe = std::net::TcpListener::bind(("127.0.0.1", admin_default));
+    if probe.is_err() {
+        panic!("port 9180 (the default admin port) is taken; the container command uses it");
+    }
+    drop(probe);
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_handoff"))
+        .env_clear()
+        .env("HANDOFF_LISTEN", format!("127.0.0.1:{port}"))
+        .env("HANDOFF_UPSTREAM", "127.0.0.1:9")
+        .current_dir("/")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    let ready = loop {
+        let r = std::net::TcpStream::connect(("127.0.0.1", admin_default)).and_then(|mut s| {
+            use std::io::{Read, Write};
+            s.write_all(b"GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        });
+        if let Ok(r) = r {
+            if r.starts_with("HTTP/1.1 200") {
+                break true;
+            }
+        }
+        if Instant::now() > until {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(
+        ready,
+        "handoff as uid 65534 with env configuration never became ready"
+    );
+    assert_eq!(status.code(), Some(0));
+}
