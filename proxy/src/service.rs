@@ -344,11 +344,8 @@ impl ProxyHttp for HandoffProxy {
         let accept = session
             .get_header(http::header::ACCEPT)
             .map(|v| v.as_bytes());
-        let mut failure_for_response = failure.clone();
-        if let Some(id) = &ctx.generated_id {
-            failure_for_response.evidence.request_id.clone_from(id);
-        }
-        let response = DiagResponse::for_failure(&failure_for_response, accept, &annotation);
+        // The evidence already carries the request id (nginx's, or the one generated).
+        let response = DiagResponse::for_failure(failure, accept, &annotation);
         let code = response.status.as_u16();
         let mut header = match ResponseHeader::build(response.status, Some(response.headers.len()))
         {
@@ -410,9 +407,6 @@ impl ProxyHttp for HandoffProxy {
                 }
             }
             (Some(_), Some(mut failure)) => {
-                if let Some(id) = ctx.generated_id.take() {
-                    failure.evidence.request_id = id;
-                }
                 failure.evidence.elapsed = now.saturating_duration_since(ctx.start);
                 metrics.failure(failure.reason);
                 let sent = if ctx.answered != 0 {

@@ -53,6 +53,15 @@ impl TestHandoff {
         Self::start(settings).map_err(|e| e.to_string())
     }
 
+    /// Starts handoff with one upstream named `app` in front of `address` (an
+    /// `[[upstream]]` `address` value), plus `extra` lines for that upstream.
+    pub fn for_upstream(address: &str, extra: &str) -> Result<TestHandoff, String> {
+        Self::start_toml(&format!(
+            "[admin]\nlisten = \"{{ADMIN}}\"\n[[upstream]]\nname = \"app\"\n\
+             listen = \"127.0.0.1:{{PORT0}}\"\naddress = \"{address}\"\n{extra}"
+        ))
+    }
+
     /// Starts handoff with `settings`; returns once every listener accepts connections.
     pub fn start(settings: Settings) -> Result<TestHandoff, StartError> {
         capture_logs();

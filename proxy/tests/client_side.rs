@@ -13,11 +13,7 @@ async fn client_abort_is_not_an_upstream_failure() {
     let app = FaultServer::start(Mode::Ok, Bind::Tcp("127.0.0.1:0".parse().unwrap()))
         .await
         .unwrap();
-    let handoff = TestHandoff::start_toml(&format!(
-        "[admin]\nlisten = \"{{ADMIN}}\"\n[[upstream]]\nname = \"app\"\nlisten = \"127.0.0.1:{{PORT0}}\"\naddress = \"{}\"\n",
-        app.target()
-    ))
-    .unwrap();
+    let handoff = TestHandoff::for_upstream(&app.target(), "").unwrap();
     {
         let mut c = Client::connect(handoff.addr(0)).await.unwrap();
         c.send(b"GET /bytes/104857600 HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -51,11 +47,7 @@ async fn request_body_cut_short_is_a_client_problem() {
     let app = FaultServer::start(Mode::Ok, Bind::Tcp("127.0.0.1:0".parse().unwrap()))
         .await
         .unwrap();
-    let handoff = TestHandoff::start_toml(&format!(
-        "[admin]\nlisten = \"{{ADMIN}}\"\n[[upstream]]\nname = \"app\"\nlisten = \"127.0.0.1:{{PORT0}}\"\naddress = \"{}\"\n",
-        app.target()
-    ))
-    .unwrap();
+    let handoff = TestHandoff::for_upstream(&app.target(), "").unwrap();
     {
         let mut c = Client::connect(handoff.addr(0)).await.unwrap();
         c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n0123456789")

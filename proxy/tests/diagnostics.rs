@@ -544,11 +544,7 @@ async fn app_503_passes_through() {
     let app = FaultServer::start(Mode::App503, Bind::Tcp("127.0.0.1:0".parse().unwrap()))
         .await
         .unwrap();
-    let handoff = TestHandoff::start_toml(&format!(
-        "[admin]\nlisten = \"{{ADMIN}}\"\n[[upstream]]\nname = \"app\"\nlisten = \"127.0.0.1:{{PORT0}}\"\naddress = \"{}\"\n",
-        app.target()
-    ))
-    .unwrap();
+    let handoff = TestHandoff::for_upstream(&app.target(), "").unwrap();
     let r = handoff::testing::client::get(handoff.addr(0), "/")
         .await
         .unwrap();

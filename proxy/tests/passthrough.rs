@@ -14,10 +14,7 @@ async fn app_server() -> FaultServer {
 }
 
 fn handoff_for(target: &str, extra: &str) -> TestHandoff {
-    TestHandoff::start_toml(&format!(
-        "[admin]\nlisten = \"{{ADMIN}}\"\n[[upstream]]\nname = \"app\"\nlisten = \"127.0.0.1:{{PORT0}}\"\naddress = \"{target}\"\n{extra}"
-    ))
-    .unwrap()
+    TestHandoff::for_upstream(target, extra).unwrap()
 }
 
 /// Small, 10 MiB content-length and chunked bodies arrive byte-identical.
