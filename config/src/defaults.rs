@@ -11,6 +11,10 @@ use crate::settings::{Expose, LogFormat};
 /// `[server] grace_period`: how long SIGTERM waits for in-flight requests (pingora's own
 /// default is 300 s, far longer than any orchestrator waits).
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(5);
+/// `[server] client_header_timeout`: how long a client may take to send a request header,
+/// from its first byte (from accept, for a connection's first request). nginx in front
+/// sends a header in one write; only a stalled or hostile client comes near this.
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// `[server] threads`: worker threads per listening service.
 pub const DEFAULT_THREADS: usize = 1;
 /// `[server] upstream_pool_size`: idle keep-alive connections kept to upstreams, in total.

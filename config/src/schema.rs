@@ -22,6 +22,7 @@ const TOP_KEYS: &[&str] = &["server", "admin", "annotate", "log", "upstream"];
 /// `[server]` keys.
 const SERVER_KEYS: &[&str] = &[
     "grace_period",
+    "client_header_timeout",
     "threads",
     "upstream_pool_size",
     "recent_failures",
@@ -70,6 +71,7 @@ pub(crate) struct RawConfig {
 #[derive(Debug, Default)]
 pub(crate) struct RawServer {
     pub(crate) grace_period: Option<Spanned<String>>,
+    pub(crate) client_header_timeout: Option<Spanned<String>>,
     pub(crate) threads: Option<Spanned<i64>>,
     pub(crate) upstream_pool_size: Option<Spanned<i64>>,
     pub(crate) recent_failures: Option<Spanned<i64>>,
@@ -176,6 +178,7 @@ impl RawConfig {
         if let Some(server) = top.table(report, "server", SERVER_KEYS) {
             raw.server = RawServer {
                 grace_period: server.string(report, "grace_period", DURATION),
+                client_header_timeout: server.string(report, "client_header_timeout", DURATION),
                 threads: server.integer(report, "threads"),
                 upstream_pool_size: server.integer(report, "upstream_pool_size"),
                 recent_failures: server.integer(report, "recent_failures"),

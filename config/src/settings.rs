@@ -30,6 +30,9 @@ pub struct Settings {
 pub struct ServerSettings {
     /// SIGTERM drain limit; default [`DEFAULT_GRACE_PERIOD`] (5 s). Zero is allowed.
     pub grace_period: Duration,
+    /// How long a client may take to send a request header; default
+    /// [`DEFAULT_CLIENT_HEADER_TIMEOUT`] (10 s). The connection is answered 408 and closed.
+    pub client_header_timeout: Duration,
     /// Worker threads, at least 1; default [`DEFAULT_THREADS`].
     pub threads: usize,
     /// Idle keep-alive upstream connections kept, at least 1; default
@@ -232,6 +235,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             grace_period: DEFAULT_GRACE_PERIOD,
+            client_header_timeout: DEFAULT_CLIENT_HEADER_TIMEOUT,
             threads: DEFAULT_THREADS,
             upstream_pool_size: DEFAULT_UPSTREAM_POOL_SIZE,
             recent_failures: DEFAULT_RECENT_FAILURES,

@@ -82,6 +82,13 @@ fn server(report: &mut Report<'_>, raw: RawServer) -> ServerSettings {
     ServerSettings {
         grace_period: duration(report, "server.grace_period", raw.grace_period, true)
             .unwrap_or(DEFAULT_GRACE_PERIOD),
+        client_header_timeout: duration(
+            report,
+            "server.client_header_timeout",
+            raw.client_header_timeout,
+            false,
+        )
+        .unwrap_or(DEFAULT_CLIENT_HEADER_TIMEOUT),
         threads: count(report, "server.threads", raw.threads, 1, usize::MAX, "")
             .unwrap_or(DEFAULT_THREADS),
         upstream_pool_size: count(

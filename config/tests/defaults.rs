@@ -19,6 +19,7 @@ fn default_config_is_the_documented_defaults() {
     let expected = Settings {
         server: ServerSettings {
             grace_period: DEFAULT_GRACE_PERIOD,
+            client_header_timeout: DEFAULT_CLIENT_HEADER_TIMEOUT,
             threads: DEFAULT_THREADS,
             upstream_pool_size: DEFAULT_UPSTREAM_POOL_SIZE,
             recent_failures: DEFAULT_RECENT_FAILURES,
@@ -136,4 +137,26 @@ fn zero_is_allowed_where_it_means_something() {
     let settings = from_str(&text, "handoff.toml").unwrap();
     assert!(settings.server.grace_period.is_zero());
     assert!(settings.upstreams[0].pool_idle_timeout.is_zero());
+}
+
+/// A client header timeout of zero would drop every connection: refused, with the key named.
+#[test]
+fn client_header_timeout_must_be_positive() {
+    let text = format!("[server]\nclient_header_timeout = \"0s\"\n{}", upstream(""));
+    let err = from_str(&text, "handoff.toml").unwrap_err();
+    let problems = err.problems().join("\n");
+    assert!(
+        problems
+            .contains("handoff.toml:2:25: server.client_header_timeout: must be greater than zero"),
+        "{problems}"
+    );
+    let text = format!(
+        "[server]\nclient_header_timeout = \"2500ms\"\n{}",
+        upstream("")
+    );
+    let settings = from_str(&text, "handoff.toml").unwrap();
+    assert_eq!(
+        settings.server.client_header_timeout,
+        Duration::from_millis(2500)
+    );
 }

@@ -210,7 +210,7 @@ impl Metrics {
         let client_errors = counter_vec(
             &registry,
             CLIENT_ERRORS,
-            "Requests that failed on the client's side (e.g. a body cut short); not upstream failures.",
+            "Requests that failed on the client's side (malformed, a header too slow, a bad body); not upstream failures.",
             up,
         );
         let reloads = counter_vec(

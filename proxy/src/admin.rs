@@ -16,6 +16,7 @@ use http::{header, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::header_deadline::DeadlineStream;
 use crate::state::Shared;
 
 mod history;
@@ -111,6 +112,11 @@ impl Admin {
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        // Admin requests carry no body: the next read begins the next header.
+        if let Some(stream) = DeadlineStream::of(session.stream()) {
+            stream.header_read();
+            stream.request_done();
+        }
         let req = session.req_header();
         let method = req.method.clone();
         let path = req.uri.path().to_owned();

@@ -10,6 +10,7 @@
 //!   `handoff_diag`.
 //! - [`upstream`]: the runtime form of one `[[upstream]]` (peer template, timeouts, metrics).
 //! - [`state`]: what the services of one process share, and reload.
+//! - `header_deadline`: the client header deadline (slowloris) around each connection.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/failures`, the status page.
 //! - [`signals`], [`notify`]: SIGTERM drain, SIGHUP reload, systemd notifications.
 //! - [`probe`]: on-the-spot findings for a failure (sockets nearby, owners, listeners).
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod ctx;
 pub mod demo;
 pub mod faults;
+mod header_deadline;
 pub mod logging;
 pub mod notify;
 pub mod probe;

@@ -15,6 +15,7 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
+use crate::header_deadline::{ClientError, DeadlineApp, OnClientError};
 use crate::service::HandoffProxy;
 use crate::state::Shared;
 use crate::upstream::UpstreamError;
@@ -73,16 +74,43 @@ impl Handoff {
 
         let shared = Shared::new(settings.clone())?;
         for (upstream, slot) in settings.upstreams.iter().zip(&shared.upstreams) {
-            let proxy = HandoffProxy::new(slot.clone(), shared.clone());
-            let mut service = pingora::proxy::http_proxy_service_with_name(
+            let proxy = pingora::proxy::http_proxy(
                 &server.configuration,
-                proxy,
-                &format!("upstream {}", upstream.name),
+                HandoffProxy::new(slot.clone(), shared.clone()),
+            );
+            let slot = slot.clone();
+            let on_client_error: OnClientError = Arc::new(move |error| {
+                let upstream = slot.load();
+                upstream.metrics.client_error();
+                match error {
+                    ClientError::HeaderTimeout => tracing::info!(
+                        upstream = &*upstream.name,
+                        "a client did not send its request header within \
+                         client_header_timeout: answered 408 and closed"
+                    ),
+                    ClientError::BadHeader => tracing::debug!(
+                        upstream = &*upstream.name,
+                        "a connection closed part-way through a request header"
+                    ),
+                }
+            });
+            let mut service = Service::new(
+                format!("upstream {}", upstream.name),
+                DeadlineApp::new(
+                    proxy,
+                    settings.server.client_header_timeout,
+                    on_client_error,
+                ),
             );
             add_listener(&mut service, &upstream.listen);
             server.add_service(service);
         }
-        let mut admin = Service::new("admin".to_string(), Admin::new(shared.clone()));
+        let admin_app = DeadlineApp::new(
+            Admin::new(shared.clone()),
+            settings.server.client_header_timeout,
+            Arc::new(|error| tracing::debug!(?error, "admin: client error")),
+        );
+        let mut admin = Service::new("admin".to_string(), admin_app);
         add_listener(&mut admin, &settings.admin.listen);
         admin.threads = Some(1);
         server.add_service(admin);

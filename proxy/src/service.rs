@@ -21,6 +21,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, Result};
 
 use crate::ctx::{new_request_id, Ctx, IdleClock};
+use crate::header_deadline::DeadlineStream;
 use crate::state::Shared;
 use crate::upstream::Upstream;
 
@@ -121,6 +122,9 @@ impl ProxyHttp for HandoffProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if let Some(stream) = DeadlineStream::of(session.as_downstream().stream()) {
+            stream.header_read();
+        }
         let keep = session
             .get_header(&X_REQUEST_ID)
             .is_some_and(|v| valid_request_id(v.as_bytes()));
@@ -371,6 +375,9 @@ impl ProxyHttp for HandoffProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if let Some(stream) = DeadlineStream::of(session.as_downstream().stream()) {
+            stream.request_done();
+        }
         let now = Instant::now();
         let metrics = &ctx.upstream.metrics;
         let status = if ctx.answered != 0 {

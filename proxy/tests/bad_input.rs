@@ -2,8 +2,10 @@
 //!
 //! Client side (raw TCP to handoff): each bad request gets a 4xx or a closed connection,
 //! never reaches the app in an ambiguous form (the app counts request heads: at most the one
-//! request the client framed unambiguously, never a smuggled second one), is never counted as
-//! an upstream failure, and handoff answers a normal request afterwards.
+//! request the client framed unambiguously, never a smuggled second one), is counted once as
+//! a client error and never as an upstream failure, and handoff answers a normal request
+//! afterwards. A client too slow with its header (slowloris) is answered 408 and closed;
+//! an idle keep-alive connection and a slow request body are not.
 //!
 //! Upstream side (small raw servers written here): invalid bytes in header values,
 //! duplicate differing Content-Length, a huge chunk size. The client gets a clean response
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use handoff::faults::{Bind, FaultServer, Mode};
 use handoff::testing::client::Client;
-use handoff::testing::TestHandoff;
+use handoff::testing::{eventually, TestHandoff};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -62,6 +64,14 @@ async fn read_outcome(s: &mut TcpStream, within: Duration) -> Outcome {
         bytes,
         closed,
     }
+}
+
+/// `handoff_client_errors_total` plus `handoff_client_aborts_total` for upstream `app`.
+fn client_errors(h: &TestHandoff) -> f64 {
+    ["handoff_client_errors_total", "handoff_client_aborts_total"]
+        .iter()
+        .map(|family| h.metric(family, &[("upstream", "app")]).unwrap_or(0.0))
+        .sum()
 }
 
 /// Sum of every `handoff_upstream_failures_total` series.
@@ -149,6 +159,7 @@ async fn malformed_requests_are_refused_and_never_reach_the_app_ambiguously() {
 
     for (name, request, half_close, forward) in cases {
         let before = app.requests();
+        let errors_before = client_errors(&h);
         let o = exchange(addr, &request, half_close, Duration::from_secs(5)).await;
         let reached = app.requests() - before;
         println!(
@@ -163,6 +174,8 @@ async fn malformed_requests_are_refused_and_never_reach_the_app_ambiguously() {
             // the request chunked, drops Content-Length, and closes the connection after the
             // response so nothing after the body is read as a request.
             Some(200) if forward => {
+                // Not an error: one request, framed by Transfer-Encoding.
+                assert_eq!(client_errors(&h), errors_before, "{name}");
                 assert!(
                     o.closed,
                     "{name}: connection kept open after an ambiguous request"
@@ -185,6 +198,14 @@ async fn malformed_requests_are_refused_and_never_reach_the_app_ambiguously() {
             !String::from_utf8_lossy(&o.bytes).contains("/smuggled"),
             "{name}: the smuggled request was answered"
         );
+        if o.status != Some(200) {
+            let errors = eventually(|| client_errors(&h), errors_before + 1.0, WITHIN).await;
+            assert_eq!(
+                errors,
+                errors_before + 1.0,
+                "{name}: counted as a client error"
+            );
+        }
         normal_request_works(addr).await;
     }
     assert_eq!(
@@ -194,58 +215,158 @@ async fn malformed_requests_are_refused_and_never_reach_the_app_ambiguously() {
     );
 }
 
-/// Header bytes trickled one every 100 ms. handoff (pingora 0.9.1) sets no timeout on
-/// reading a new downstream request header, so a slow client holds a connection and a task
-/// for as long as it keeps trickling. This pins the current behaviour: the connection is
-/// still open after the bound; a normal request is served meanwhile. See
-/// docs/reliability.md for the proposed fix (a downstream header read timeout).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slowloris_header_trickle() {
+/// How long a counter may take to reach its value (connections are counted as they close).
+const WITHIN: Duration = Duration::from_secs(3);
+
+/// The header deadline the slow-client tests run with.
+const HEADER_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// handoff with `client_header_timeout = 500ms` in front of an app that answers 200.
+async fn with_header_timeout() -> (TestHandoff, FaultServer) {
     let app = FaultServer::start(Mode::Ok, Bind::Tcp("127.0.0.1:0".parse().unwrap()))
         .await
         .unwrap();
     let h = TestHandoff::start_toml(&format!(
-        "[admin]\nlisten = \"{{ADMIN}}\"\n[[upstream]]\nname = \"app\"\nlisten = \"127.0.0.1:{{PORT0}}\"\naddress = \"{}\"\n",
+        "[server]\nclient_header_timeout = \"{}ms\"\n[admin]\nlisten = \"{{ADMIN}}\"\n\
+         [[upstream]]\nname = \"app\"\nlisten = \"127.0.0.1:{{PORT0}}\"\naddress = \"{}\"\n",
+        HEADER_TIMEOUT.as_millis(),
         app.target()
     ))
     .unwrap();
+    (h, app)
+}
+
+/// Slowloris: header bytes trickled one every 100 ms, on a keep-alive connection that has
+/// already served one request. The client gets `408 Request Timeout` and a closed
+/// connection once `client_header_timeout` has passed since the first byte; nothing
+/// reaches the app; it counts as one client error, not an upstream failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_header_trickle_is_cut_off() {
+    let (h, app) = with_header_timeout().await;
     let addr = h.addr(0);
     let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /echo?n=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_one_response(&mut s).await;
+    assert!(first.starts_with("HTTP/1.1 200 "), "{first}");
     let header = format!("GET / HTTP/1.1\r\nHost: t\r\nX-Slow: {}", "s".repeat(200));
-    let bound = Duration::from_secs(6);
     let started = Instant::now();
+    let mut answer = Vec::new();
     let mut closed_after = None;
-    for b in header.bytes() {
-        if started.elapsed() >= bound {
-            break;
-        }
+    'trickle: for b in header.bytes() {
         if s.write_all(&[b]).await.is_err() {
             closed_after = Some(started.elapsed());
             break;
         }
-        // A read that ends (EOF/RST) means handoff gave up on us.
         let mut buf = [0u8; 1024];
-        if let Ok(r) = tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
-            if matches!(r, Ok(0) | Err(_)) {
-                closed_after = Some(started.elapsed());
-                break;
+        let pause = tokio::time::Instant::now() + Duration::from_millis(100);
+        while let Ok(r) = tokio::time::timeout_at(pause, s.read(&mut buf)).await {
+            match r {
+                Ok(n) if n > 0 => answer.extend_from_slice(&buf[..n]),
+                _ => {
+                    closed_after = Some(started.elapsed());
+                    break 'trickle;
+                }
             }
         }
     }
-    println!(
-        "bad input: slowloris (1 byte / 100 ms for {bound:?}): {}",
-        match closed_after {
-            Some(t) => format!("closed by handoff after {t:?}"),
-            None => "still open: no downstream header timeout".to_owned(),
-        }
-    );
-    normal_request_works(addr).await;
-    // Current behaviour (see the doc comment): not closed within the bound.
+    let closed_after = closed_after.expect("the trickling client was never cut off");
+    println!("bad input: slowloris (1 byte / 100 ms): 408 and closed after {closed_after:?}");
     assert!(
-        closed_after.is_none_or(|t| t <= bound),
-        "closed, but only after the bound"
+        closed_after >= HEADER_TIMEOUT && closed_after < HEADER_TIMEOUT * 4,
+        "closed after {closed_after:?} with client_header_timeout {HEADER_TIMEOUT:?}"
     );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n")
+            && answer.contains("Connection: close"),
+        "{answer}"
+    );
+    assert_eq!(eventually(|| client_errors(&h), 1.0, WITHIN).await, 1.0);
     assert_eq!(app.requests(), 1, "the slow header never reached the app");
+    assert_eq!(upstream_failures(&h), 0.0);
+    normal_request_works(addr).await;
+}
+
+/// Reads one response with a Content-Length body from `s`.
+async fn read_one_response(s: &mut TcpStream) -> String {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")?
+                        .parse()
+                        .ok()
+                })
+                .expect("a Content-Length");
+            if bytes.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout(WITHIN, s.read(&mut buf))
+            .await
+            .expect("a response in time")
+            .unwrap();
+        assert!(n > 0, "closed before the response was complete");
+        bytes.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A client that connects and sends nothing is closed after the deadline too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connection_is_closed() {
+    let (h, _app) = with_header_timeout().await;
+    let started = Instant::now();
+    let o = exchange(h.addr(0), b"", false, Duration::from_secs(5)).await;
+    assert!(o.closed, "a silent connection was kept");
+    assert_eq!(o.status, Some(408));
+    assert!(
+        started.elapsed() < HEADER_TIMEOUT * 4,
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(eventually(|| client_errors(&h), 1.0, WITHIN).await, 1.0);
+}
+
+/// The deadline is on headers only: an idle keep-alive connection outlives it (its clock
+/// starts with the next request's first byte), and a request body may arrive slowly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keepalive_and_slow_bodies_are_not_cut_off() {
+    let (h, app) = with_header_timeout().await;
+    let mut client = Client::connect(h.addr(0)).await.unwrap();
+    let first = client.request("GET", "/echo?n=1", &[], b"").await.unwrap();
+    assert_eq!(first.status, 200);
+    // Idle for three deadlines: pingora's keep-alive timeout governs this, not ours.
+    tokio::time::sleep(HEADER_TIMEOUT * 3).await;
+    let second = client.request("GET", "/echo?n=2", &[], b"").await.unwrap();
+    assert_eq!(second.status, 200, "the idle keep-alive connection was cut");
+
+    // A body trickled over three deadlines, after a header sent at once.
+    let body = b"0123456789";
+    client
+        .send(
+            format!(
+                "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    for chunk in body.chunks(2) {
+        tokio::time::sleep(HEADER_TIMEOUT * 3 / 5).await;
+        client.send(chunk).await.unwrap();
+    }
+    let (third, _) = client.read_response(false).await.unwrap();
+    assert_eq!(third.status, 200, "a slow body was cut: {third:?}");
+    assert_eq!(app.requests(), 3);
+    assert_eq!(client_errors(&h), 0.0);
     assert_eq!(upstream_failures(&h), 0.0);
 }
 
