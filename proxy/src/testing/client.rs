@@ -73,6 +73,23 @@ impl Client {
         })
     }
 
+    /// Reads until the server closes the connection (bytes after the response are
+    /// discarded), for at most `within`; whether it closed. A client that lets the server
+    /// close first after `Connection: close` leaves no TIME_WAIT socket on its own side, so
+    /// its ephemeral ports stay free however many connections it opens.
+    pub async fn until_closed(&mut self, within: Duration) -> bool {
+        let mut buf = [0u8; 4096];
+        tokio::time::timeout(within, async {
+            while let Ok(n) = self.stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+
     /// Writes raw bytes.
     pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.writer.write_all(bytes).await
