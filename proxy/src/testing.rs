@@ -2,6 +2,7 @@
 //! loopback ports, stopped cleanly; and a small HTTP client to talk to it.
 
 pub mod client;
+pub mod netns;
 pub mod nginx;
 
 use std::net::{SocketAddr, TcpListener};

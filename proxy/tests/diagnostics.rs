@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use handoff::faults::{Bind, FaultServer, Mode, TlsIdentity};
 use handoff::testing::client::{BodyEnd, Client, Response};
-use handoff::testing::{captured_logs, eventually, TestHandoff};
+use handoff::testing::{captured_logs, eventually, netns, TestHandoff};
 
 /// What a scenario must produce.
 struct Expect {
@@ -31,6 +31,9 @@ struct Scenario {
     address: Option<String>,
     /// Upload this many bytes with the request.
     upload: usize,
+    /// Use up every local port towards the upstream before the request (run it in a
+    /// network namespace of its own).
+    exhaust_ports: bool,
     expect: Expect,
 }
 
@@ -42,6 +45,7 @@ impl Scenario {
             extra: "",
             address: None,
             upload: 0,
+            exhaust_ports: false,
             expect: Expect {
                 reason,
                 status,
@@ -59,6 +63,10 @@ impl Scenario {
     }
     fn upload(mut self, bytes: usize) -> Self {
         self.upload = bytes;
+        self
+    }
+    fn exhaust_ports(mut self) -> Self {
+        self.exhaust_ports = true;
         self
     }
     fn address(mut self, address: String) -> Self {
@@ -90,6 +98,12 @@ impl Scenario {
         let request_id = format!("test-{reason}");
 
         let mut client = Client::connect(handoff.addr(0)).await.unwrap();
+        // After every listener has its port: the range shrinks to two, both then taken.
+        let _held = if self.exhaust_ports {
+            netns::exhaust_local_ports(address.parse().unwrap()).unwrap()
+        } else {
+            Vec::new()
+        };
         let method = if self.upload > 0 { "POST" } else { "GET" };
         let head = format!(
             "{method} /checkout?id=7 HTTP/1.1\r\nHost: shop\r\nAccept: application/json\r\n\
@@ -221,6 +235,63 @@ async fn wait_for_log(request_id: &str) -> String {
 }
 
 const BIG_UPLOAD: usize = 64 << 20;
+
+/// Runs `scenario` in a network namespace of its own, on a runtime created there (see
+/// `handoff::testing::netns`), against `address`, or, when `None`, against a listener
+/// bound in the namespace.
+fn in_own_netns(
+    scenario: Scenario,
+    address: Option<&'static str>,
+) -> (Response, BodyEnd, serde_json::Value) {
+    netns::in_own_netns(move || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address =
+            address.map_or_else(|| listener.local_addr().unwrap().to_string(), str::to_owned);
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(scenario.run_against(&address))
+    })
+    .expect("a network namespace of its own (the tests run as root)")
+}
+
+/// No route to the upstream (ENETUNREACH): in the namespace only `lo` exists, so the
+/// documentation address 192.0.2.1 is unroutable and no packet leaves the machine.
+#[test]
+fn connect_unreachable() {
+    let (_, _, entry) = in_own_netns(
+        Scenario::new(
+            Mode::Ok,
+            "connect_unreachable",
+            502,
+            "destination_ip_unroutable",
+        ),
+        Some("192.0.2.1:80"),
+    );
+    assert_eq!(entry["evidence"]["errno"]["name"], "ENETUNREACH", "{entry}");
+}
+
+/// No local port left (EADDRNOTAVAIL): the namespace's port range is narrowed to two
+/// ports, both held by connections to the upstream, before handoff connects to it.
+#[test]
+fn local_ports_exhausted() {
+    let (_, _, entry) = in_own_netns(
+        Scenario::new(
+            Mode::Ok,
+            "local_ports_exhausted",
+            502,
+            "proxy_internal_error",
+        )
+        .exhaust_ports(),
+        None,
+    );
+    assert_eq!(
+        entry["evidence"]["errno"]["name"], "EADDRNOTAVAIL",
+        "{entry}"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connect_refused_tcp() {
