@@ -1,9 +1,26 @@
 //! The `handoff` binary: everything lives in the library; see `handoff::cli`.
 
-// jemalloc: with fat LTO it measured -23% CPU per request against glibc malloc and half the
-// RSS of mimalloc (../docs/performance notes in benches/RESULTS.md).
+// The allocator (feature `jemalloc`, the default; `mimalloc`; or neither: the system's).
+// The A/B in benches/RESULTS.md: jemalloc is the only one within the RSS targets (mimalloc
+// was 4-9 % cheaper per request but idles at 21 MiB and took 120 MiB for 1,000 idle
+// connections; the system allocator cost 5-16 % more CPU and kept 38 MiB after load).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read once at start (`_RJEM_MALLOC_CONF` in the environment still
+/// overrides them). A background thread hands freed pages back to the kernel after 1 s, so
+/// RSS returns to near its idle size after a burst (24.7 → 14.0 MiB after the benchmark's
+/// rounds) instead of waiting for the next allocation; the CPU per request was the same.
+#[cfg(feature = "jemalloc")]
+#[allow(non_upper_case_globals, unsafe_code)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8; 60] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     handoff::cli::main()

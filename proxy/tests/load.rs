@@ -109,6 +109,13 @@ async fn load_with_faults_loses_nothing_and_leaks_nothing() {
     )
     .await;
     let addrs = [proc.addr(0), proc.addr(1), proc.addr(2)];
+    // The binary's jemalloc options (proxy/src/main.rs) took effect: the thread that
+    // returns freed pages to the kernel, which is what brings RSS back after load.
+    assert!(
+        proc.thread_names().iter().any(|t| t == "jemalloc_bg_thd"),
+        "no jemalloc background thread: {:?}",
+        proc.thread_names()
+    );
     let fd_start = proc.fds();
     let rss_start = proc.rss_kib();
 

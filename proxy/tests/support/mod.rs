@@ -122,6 +122,15 @@ impl Proc {
             .unwrap_or(0)
     }
 
+    /// The names of the process's threads (`/proc/PID/task/*/comm`).
+    pub fn thread_names(&self) -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim().to_owned())
+            .collect()
+    }
+
     /// Resident set size in KiB (`VmRSS`).
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
