@@ -162,13 +162,18 @@ pub enum UpstreamAddress {
 }
 
 impl Settings {
-    /// Defaults plus one upstream named "app": for `handoff run --listen A --upstream B` /
-    /// `HANDOFF_LISTEN` / `HANDOFF_UPSTREAM`.
+    /// Defaults plus one upstream named "app": for `handoff run --listen A --upstream B
+    /// [--admin C]` / `HANDOFF_LISTEN` / `HANDOFF_UPSTREAM` [/ `HANDOFF_ADMIN`].
     ///
-    /// Both strings are validated like the file keys `listen` and `address`; problems
-    /// name the keys `--listen` and `--upstream` and have the origin `command line`.
-    pub fn single(listen: &str, upstream: &str) -> Result<Settings, ConfigError> {
-        crate::validate::single(listen, upstream)
+    /// The strings are validated like the file keys `listen`, `address` and `[admin]
+    /// listen`; problems name the flags and have the origin `command line`. Without
+    /// `admin`, the admin listener keeps its default (127.0.0.1:9180).
+    pub fn single(
+        listen: &str,
+        upstream: &str,
+        admin: Option<&str>,
+    ) -> Result<Settings, ConfigError> {
+        crate::validate::single(listen, upstream, admin)
     }
 }
 

@@ -41,10 +41,21 @@ pub(crate) fn from_str(text: &str, origin: &str) -> Result<Settings, ConfigError
     })
 }
 
-/// [`Settings::single`]: defaults plus one upstream from two command-line strings.
-pub(crate) fn single(listen_text: &str, upstream_text: &str) -> Result<Settings, ConfigError> {
+/// [`Settings::single`]: defaults plus one upstream from command-line strings.
+pub(crate) fn single(
+    listen_text: &str,
+    upstream_text: &str,
+    admin_text: Option<&str>,
+) -> Result<Settings, ConfigError> {
     let mut report = Report::new(COMMAND_LINE, "");
-    let admin = AdminSettings::default();
+    let admin = match admin_text.map(parse_listen) {
+        None => AdminSettings::default(),
+        Some(Ok(listen)) => AdminSettings { listen },
+        Some(Err(message)) => {
+            report.error("--admin", None, message);
+            AdminSettings::default()
+        }
+    };
     let listen = match parse_listen(listen_text) {
         Ok(listen) if listeners_collide(&listen, &admin.listen) => {
             let message = format!("{listen} is also the admin listener's address");

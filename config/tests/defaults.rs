@@ -67,7 +67,7 @@ fn default_config_is_the_documented_defaults() {
     assert_eq!(settings.log, LogSettings::default());
     assert_eq!(from_str(&upstream(""), "minimal.toml").unwrap(), settings);
     assert_eq!(
-        Settings::single("127.0.0.1:8080", "127.0.0.1:3000").unwrap(),
+        Settings::single("127.0.0.1:8080", "127.0.0.1:3000", None).unwrap(),
         settings
     );
 }
@@ -75,7 +75,7 @@ fn default_config_is_the_documented_defaults() {
 /// `Settings::single` accepts every upstream form and names the flag in its problems.
 #[test]
 fn single_validates_like_the_file() {
-    let s = Settings::single("unix:/run/handoff.sock", "tls://app.internal:8443").unwrap();
+    let s = Settings::single("unix:/run/handoff.sock", "tls://app.internal:8443", None).unwrap();
     assert_eq!(s.upstreams[0].name, "app");
     assert_eq!(s.upstreams[0].listen.to_string(), "unix:/run/handoff.sock");
     assert_eq!(
@@ -83,7 +83,7 @@ fn single_validates_like_the_file() {
         "tls://app.internal:8443"
     );
 
-    let problems = Settings::single("localhost:8080", "http://app:3000")
+    let problems = Settings::single("localhost:8080", "http://app:3000", None)
         .unwrap_err()
         .problems();
     assert_eq!(problems.len(), 2, "{problems:?}");
@@ -96,12 +96,31 @@ fn single_validates_like_the_file() {
         "{problems:?}"
     );
 
-    let problems = Settings::single("127.0.0.1:9180", "127.0.0.1:3000")
+    let problems = Settings::single("127.0.0.1:9180", "127.0.0.1:3000", None)
         .unwrap_err()
         .problems();
     assert_eq!(
         problems,
         ["command line: --listen: 127.0.0.1:9180 is also the admin listener's address"]
+    );
+
+    // --admin / HANDOFF_ADMIN moves the admin listener, validated like `[admin] listen`.
+    let s = Settings::single("0.0.0.0:8080", "127.0.0.1:3000", Some("0.0.0.0:9180")).unwrap();
+    assert_eq!(s.admin.listen.to_string(), "0.0.0.0:9180");
+    let problems = Settings::single("0.0.0.0:8080", "127.0.0.1:3000", Some("0.0.0.0:8080"))
+        .unwrap_err()
+        .problems();
+    assert_eq!(
+        problems,
+        ["command line: --listen: 0.0.0.0:8080 is also the admin listener's address"]
+    );
+    let problems = Settings::single("0.0.0.0:8080", "127.0.0.1:3000", Some("admin:9180"))
+        .unwrap_err()
+        .problems();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("command line: --admin: "),
+        "{problems:?}"
     );
 }
 

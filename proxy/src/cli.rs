@@ -57,6 +57,10 @@ struct RunArgs {
     /// Upstream address for a single upstream without a file (host:port, unix:/path, tls://host:port).
     #[arg(long, env = "HANDOFF_UPSTREAM", requires = "listen")]
     upstream: Option<String>,
+    /// The admin listener with --listen/--upstream (default 127.0.0.1:9180); e.g.
+    /// 0.0.0.0:9180 for kubelet probes in a container configured by environment only.
+    #[arg(long, env = "HANDOFF_ADMIN", requires = "listen")]
+    admin: Option<String>,
 }
 
 /// Parses the command line and runs the chosen command.
@@ -82,7 +86,9 @@ fn run(args: RunArgs) -> ExitCode {
     // A file wins over --listen/--upstream: a container image may set HANDOFF_LISTEN and
     // HANDOFF_UPSTREAM while a deployment mounts a config and passes -c.
     let loaded = match (&args.config.config, &args.listen, &args.upstream) {
-        (None, Some(listen), Some(upstream)) => Settings::single(listen, upstream).map_err(report),
+        (None, Some(listen), Some(upstream)) => {
+            Settings::single(listen, upstream, args.admin.as_deref()).map_err(report)
+        }
         _ => load(args.config.config.as_deref()),
     };
     let settings = match loaded {
