@@ -4,6 +4,7 @@
 pub mod client;
 pub mod netns;
 pub mod nginx;
+pub mod reasons;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex, OnceLock};

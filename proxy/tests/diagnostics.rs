@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use handoff::faults::{Bind, FaultServer, Mode, TlsIdentity};
 use handoff::testing::client::{BodyEnd, Client, Response};
+use handoff::testing::reasons::{Case, Via};
 use handoff::testing::{captured_logs, eventually, netns, TestHandoff};
 
 /// What a scenario must produce.
@@ -14,11 +15,6 @@ struct Expect {
     /// 0: the status line had already gone out (body-phase reasons).
     status: u16,
     proxy_status: &'static str,
-}
-
-enum Via {
-    Tcp,
-    Unix,
 }
 
 /// A request that fails upstream in one particular way.
@@ -236,6 +232,17 @@ async fn wait_for_log(request_id: &str) -> String {
 
 const BIG_UPLOAD: usize = 64 << 20;
 
+/// The shared per-reason table (`handoff::testing::reasons`): one test per row.
+async fn run_case(case: Case) {
+    let scenario = Scenario::new(case.mode, case.reason, case.status, case.proxy_status);
+    match case.via {
+        Via::Tcp => scenario.run().await,
+        Via::Unix => scenario.unix().run().await,
+    };
+}
+
+handoff::reason_cases!(run_case);
+
 /// Runs `scenario` in a network namespace of its own, on a runtime created there (see
 /// `handoff::testing::netns`), against `address`, or, when `None`, against a listener
 /// bound in the namespace.
@@ -243,16 +250,11 @@ fn in_own_netns(
     scenario: Scenario,
     address: Option<&'static str>,
 ) -> (Response, BodyEnd, serde_json::Value) {
-    netns::in_own_netns(move || {
+    netns::block_on_in_own_netns(move || async move {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address =
             address.map_or_else(|| listener.local_addr().unwrap().to_string(), str::to_owned);
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(scenario.run_against(&address))
+        scenario.run_against(&address).await
     })
     .expect("a network namespace of its own (the tests run as root)")
 }
@@ -294,130 +296,11 @@ fn local_ports_exhausted() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn connect_refused_tcp() {
-    Scenario::new(Mode::Refuse, "connect_refused", 502, "connection_refused")
-        .run()
-        .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn connect_refused_unix_stale_socket() {
     Scenario::new(Mode::Refuse, "connect_refused", 502, "connection_refused")
         .unix()
         .run()
         .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn connect_timeout() {
-    Scenario::new(
-        Mode::ConnectTimeout,
-        "connect_timeout",
-        504,
-        "connection_timeout",
-    )
-    .run()
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn socket_not_found() {
-    Scenario::new(
-        Mode::MissingSocket,
-        "socket_not_found",
-        502,
-        "destination_not_found",
-    )
-    .unix()
-    .run()
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn socket_backlog_full() {
-    Scenario::new(
-        Mode::BacklogFull,
-        "socket_backlog_full",
-        503,
-        "connection_limit_reached",
-    )
-    .unix()
-    .run()
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn closed_before_response_tcp() {
-    Scenario::new(
-        Mode::Close,
-        "closed_before_response",
-        502,
-        "connection_terminated",
-    )
-    .run()
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn closed_before_response_unix() {
-    Scenario::new(
-        Mode::Close,
-        "closed_before_response",
-        502,
-        "connection_terminated",
-    )
-    .unix()
-    .run()
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn closed_mid_header() {
-    Scenario::new(
-        Mode::CloseMidHeader,
-        "closed_mid_header",
-        502,
-        "http_response_incomplete",
-    )
-    .run()
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn reset_before_response_tcp() {
-    Scenario::new(
-        Mode::Reset,
-        "reset_before_response",
-        502,
-        "connection_terminated",
-    )
-    .run()
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn reset_before_response_unix() {
-    Scenario::new(
-        Mode::Reset,
-        "reset_before_response",
-        502,
-        "connection_terminated",
-    )
-    .unix()
-    .run()
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn invalid_response_header() {
-    Scenario::new(
-        Mode::Garbage,
-        "invalid_response_header",
-        502,
-        "http_protocol_error",
-    )
-    .run()
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -440,18 +323,6 @@ async fn invalid_response_header_names_tls_and_fastcgi() {
             .as_str()
             .is_some_and(|b| !b.is_empty()));
     }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn response_header_too_large() {
-    Scenario::new(
-        Mode::HugeHeader(96 << 10),
-        "response_header_too_large",
-        502,
-        "http_response_header_section_size",
-    )
-    .run()
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -513,20 +384,6 @@ async fn closed_mid_body() {
         .await;
     assert_eq!(r.status, 200);
     assert!(r.body.len() < 1000);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn reset_mid_body() {
-    Scenario::new(Mode::ResetMidBody, "reset_mid_body", 0, "")
-        .run()
-        .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn invalid_response_body() {
-    Scenario::new(Mode::BadChunked, "invalid_response_body", 0, "")
-        .run()
-        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

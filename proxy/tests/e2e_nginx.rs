@@ -24,7 +24,8 @@ use std::time::Duration;
 use handoff::faults::{Bind, FaultServer, Mode, TlsIdentity};
 use handoff::testing::client::{BodyEnd, Client, Response};
 use handoff::testing::nginx::{Nginx, NginxConfig};
-use handoff::testing::{eventually, TestHandoff};
+use handoff::testing::reasons::{Case, Via};
+use handoff::testing::{eventually, netns, TestHandoff};
 
 /// What a scenario must produce.
 struct Expect {
@@ -33,11 +34,6 @@ struct Expect {
     /// phase) and the client sees 200 with a truncated body.
     status: u16,
     proxy_status: &'static str,
-}
-
-enum Via {
-    Tcp,
-    Unix,
 }
 
 /// A request that fails upstream in one particular way, sent through nginx.
@@ -53,6 +49,9 @@ struct Scenario {
     /// nginx may answer its own 502 instead of passing handoff's answer on (see
     /// [`Scenario::racing_upload`]).
     racing_upload: bool,
+    /// Use up every local port towards the upstream once nginx runs (in a network
+    /// namespace of its own).
+    exhaust_ports: bool,
     expect: Expect,
 }
 
@@ -87,6 +86,7 @@ impl Scenario {
             address: None,
             upload: 0,
             racing_upload: false,
+            exhaust_ports: false,
             expect: Expect {
                 reason,
                 status,
@@ -115,6 +115,10 @@ impl Scenario {
         self.racing_upload = true;
         self
     }
+    fn exhaust_ports(mut self) -> Self {
+        self.exhaust_ports = true;
+        self
+    }
     fn address(mut self, address: String) -> Self {
         self.address = Some(address);
         self
@@ -139,6 +143,12 @@ impl Scenario {
             config.extra_location = "client_max_body_size 0;".into();
         }
         let nginx = Nginx::start(&config);
+        // After every listener has its port: the range shrinks to two, both then taken.
+        let _held = if self.exhaust_ports {
+            netns::exhaust_local_ports(address.parse().unwrap()).unwrap()
+        } else {
+            Vec::new()
+        };
         let reason = self.expect.reason;
         let before = failures(&handoff, reason);
         let uri = format!("/e2e/{reason}");
@@ -294,16 +304,64 @@ async fn failure_entry(handoff: &TestHandoff, reason: &str) -> serde_json::Value
         .clone()
 }
 
+/// Runs `scenario` in a network namespace of its own (nginx is started from inside it),
+/// against `address`, or, when `None`, against a listener bound in the namespace.
+fn in_own_netns(scenario: Scenario, address: Option<&'static str>) -> Outcome {
+    netns::block_on_in_own_netns(move || async move {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address =
+            address.map_or_else(|| listener.local_addr().unwrap().to_string(), str::to_owned);
+        scenario.run_against(&address).await
+    })
+    .expect("a network namespace of its own (the tests run as root)")
+}
+
+/// No route to the upstream: only `lo` exists in the namespace (ENETUNREACH).
+#[test]
+fn connect_unreachable() {
+    let outcome = in_own_netns(
+        Scenario::new(
+            Mode::Ok,
+            "connect_unreachable",
+            502,
+            "destination_ip_unroutable",
+        ),
+        Some("192.0.2.1:80"),
+    );
+    assert_eq!(outcome.entry["evidence"]["errno"]["name"], "ENETUNREACH");
+}
+
+/// No local port left for handoff's connection to the app (EADDRNOTAVAIL).
+#[test]
+fn local_ports_exhausted() {
+    let outcome = in_own_netns(
+        Scenario::new(
+            Mode::Ok,
+            "local_ports_exhausted",
+            502,
+            "proxy_internal_error",
+        )
+        .exhaust_ports(),
+        None,
+    );
+    assert_eq!(outcome.entry["evidence"]["errno"]["name"], "EADDRNOTAVAIL");
+}
+
 /// Through nginx the upload is buffered by nginx first (to its temp dir), then sent to
 /// handoff; 16 MiB is far more than the socket buffers between handoff and the app.
 const BIG_UPLOAD: usize = 16 << 20;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn connect_refused_tcp() {
-    Scenario::new(Mode::Refuse, "connect_refused", 502, "connection_refused")
-        .run()
-        .await;
+/// The shared per-reason table (`handoff::testing::reasons`): one test per row, through
+/// nginx.
+async fn run_case(case: Case) {
+    let scenario = Scenario::new(case.mode, case.reason, case.status, case.proxy_status);
+    match case.via {
+        Via::Tcp => scenario.run().await,
+        Via::Unix => scenario.unix().run().await,
+    };
 }
+
+handoff::reason_cases!(run_case);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connect_refused_unix_stale_socket() {
@@ -323,118 +381,6 @@ async fn connect_refused_unix_stale_socket() {
     o.handoff.stop();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn connect_timeout() {
-    Scenario::new(
-        Mode::ConnectTimeout,
-        "connect_timeout",
-        504,
-        "connection_timeout",
-    )
-    .run()
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn socket_not_found() {
-    Scenario::new(
-        Mode::MissingSocket,
-        "socket_not_found",
-        502,
-        "destination_not_found",
-    )
-    .unix()
-    .run()
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn socket_backlog_full() {
-    Scenario::new(
-        Mode::BacklogFull,
-        "socket_backlog_full",
-        503,
-        "connection_limit_reached",
-    )
-    .unix()
-    .run()
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn closed_before_response_tcp() {
-    Scenario::new(
-        Mode::Close,
-        "closed_before_response",
-        502,
-        "connection_terminated",
-    )
-    .run()
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn closed_before_response_unix() {
-    Scenario::new(
-        Mode::Close,
-        "closed_before_response",
-        502,
-        "connection_terminated",
-    )
-    .unix()
-    .run()
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn closed_mid_header() {
-    Scenario::new(
-        Mode::CloseMidHeader,
-        "closed_mid_header",
-        502,
-        "http_response_incomplete",
-    )
-    .run()
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn reset_before_response_tcp() {
-    Scenario::new(
-        Mode::Reset,
-        "reset_before_response",
-        502,
-        "connection_terminated",
-    )
-    .run()
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn reset_before_response_unix() {
-    Scenario::new(
-        Mode::Reset,
-        "reset_before_response",
-        502,
-        "connection_terminated",
-    )
-    .unix()
-    .run()
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn invalid_response_header() {
-    Scenario::new(
-        Mode::Garbage,
-        "invalid_response_header",
-        502,
-        "http_protocol_error",
-    )
-    .run()
-    .await;
-}
-
 /// The FastCGI sniff survives nginx: the hint in the body nginx passes on names it.
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_response_header_fastcgi_hint_through_nginx() {
@@ -448,20 +394,6 @@ async fn invalid_response_header_fastcgi_hint_through_nginx() {
     .await;
     let hint = o.response.json()["hint"].as_str().unwrap().to_owned();
     assert!(hint.contains("FastCGI"), "{hint}");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn response_header_too_large() {
-    // 96 KiB: above handoff's limit (64 KiB), so handoff answers 502 itself with a small
-    // header, which fits nginx's buffer.
-    Scenario::new(
-        Mode::HugeHeader(96 << 10),
-        "response_header_too_large",
-        502,
-        "http_response_header_section_size",
-    )
-    .run()
-    .await;
 }
 
 /// nginx changes the outcome: a 12 KiB header is within handoff's limit (64 KiB) but above
@@ -650,20 +582,6 @@ async fn closed_mid_body() {
     assert_eq!(o.response.header("content-length"), Some("1000"));
     assert!(o.response.body.len() < 1000);
     assert_eq!(o.end, BodyEnd::Truncated);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn reset_mid_body() {
-    Scenario::new(Mode::ResetMidBody, "reset_mid_body", 0, "")
-        .run()
-        .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn invalid_response_body() {
-    Scenario::new(Mode::BadChunked, "invalid_response_body", 0, "")
-        .run()
-        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

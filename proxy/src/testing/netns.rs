@@ -18,6 +18,23 @@ pub fn in_own_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -
     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
+/// Runs the future `make` returns on a two-thread tokio runtime created inside a network
+/// namespace of its own (see [`in_own_netns`]).
+pub fn block_on_in_own_netns<F>(make: impl FnOnce() -> F + Send + 'static) -> io::Result<F::Output>
+where
+    F: std::future::Future,
+    F::Output: Send + 'static,
+{
+    in_own_netns(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+            .block_on(make())
+    })
+}
+
 /// Sets `net.ipv4.ip_local_port_range` of the calling thread's namespace.
 pub fn set_local_port_range(low: u16, high: u16) -> io::Result<()> {
     std::fs::write(

@@ -282,7 +282,11 @@ fn wait_ready(child: &mut Child, dir: &Path, port: u16, within: Duration) -> Res
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("nginx exited ({status}): {}", logs()));
         }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        // The port must be nginx's own: a parallel test may have bound the same "free"
+        // port first, and nginx keeps retrying its bind for a while before it gives up.
+        if owns_listener(child.id(), port)
+            && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        {
             return Ok(());
         }
         if Instant::now() >= until {
@@ -293,6 +297,30 @@ fn wait_ready(child: &mut Child, dir: &Path, port: u16, within: Duration) -> Res
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port` (read from the
+/// process's own network namespace).
+fn owns_listener(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")) else {
+        return false;
+    };
+    let local = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address, st (0A: LISTEN), ..., inode
+            (fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A"))
+                .then(|| fields.get(9).map(|inode| format!("socket:[{inode}]")))
+                .flatten()
+        })
+        .collect();
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .any(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    })
 }
 
 impl Drop for Nginx {
