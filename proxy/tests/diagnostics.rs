@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use handoff::faults::{Bind, FaultServer, Mode, TlsIdentity};
+use handoff::faults::{Bind, FaultServer, Mode};
 use handoff::testing::client::{BodyEnd, Client, Response};
-use handoff::testing::reasons::{Case, Via};
+use handoff::testing::reasons::{self, Case, Via};
 use handoff::testing::{captured_logs, eventually, netns, TestHandoff};
 
 /// What a scenario must produce.
@@ -243,20 +243,15 @@ async fn run_case(case: Case) {
 
 handoff::reason_cases!(run_case);
 
-/// Runs `scenario` in a network namespace of its own, on a runtime created there (see
-/// `handoff::testing::netns`), against `address`, or, when `None`, against a listener
-/// bound in the namespace.
+/// Runs `scenario` in a network namespace of its own against `address`, or, when `None`,
+/// against a listener bound there (`handoff::testing::netns`).
 fn in_own_netns(
     scenario: Scenario,
     address: Option<&'static str>,
 ) -> (Response, BodyEnd, serde_json::Value) {
-    netns::block_on_in_own_netns(move || async move {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address =
-            address.map_or_else(|| listener.local_addr().unwrap().to_string(), str::to_owned);
+    netns::run_against_in_own_netns(address, move |address| async move {
         scenario.run_against(&address).await
     })
-    .expect("a network namespace of its own (the tests run as root)")
 }
 
 /// No route to the upstream (ENETUNREACH): in the namespace only `lo` exists, so the
@@ -270,7 +265,7 @@ fn connect_unreachable() {
             502,
             "destination_ip_unroutable",
         ),
-        Some("192.0.2.1:80"),
+        Some(reasons::UNROUTABLE),
     );
     assert_eq!(entry["evidence"]["errno"]["name"], "ENETUNREACH", "{entry}");
 }
@@ -395,23 +390,10 @@ async fn body_read_timeout() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_handshake_failed() {
-    // A plain-HTTP server behind a tls:// address answers the ClientHello with a 400, as
-    // gunicorn or Node do.
-    let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = plain.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        while let Ok((mut s, _)) = plain.accept().await {
-            let mut buf = [0u8; 512];
-            let _ = s.read(&mut buf).await;
-            let _ = s
-                .write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
-                .await;
-        }
-    });
+    let address = reasons::plain_http_behind_tls().await;
     Scenario::new(Mode::Ok, "tls_handshake_failed", 502, "tls_protocol_error")
         .extra("sni = \"localhost\"\n")
-        .run_against(&format!("tls://127.0.0.1:{port}"))
+        .run_against(&address)
         .await;
 }
 
@@ -436,16 +418,7 @@ async fn tls_handshake_stall_is_a_connect_timeout() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_certificate_invalid() {
-    // A TLS app whose certificate no trusted CA signed.
-    let identity = TlsIdentity::self_signed(&["localhost"]);
-    let app = FaultServer::start_tls(
-        Mode::Ok,
-        Bind::Tcp("127.0.0.1:0".parse().unwrap()),
-        identity,
-    )
-    .await
-    .unwrap();
-    let port = app.local_addr().unwrap().port();
+    let (_app, address) = reasons::self_signed_tls().await;
     Scenario::new(
         Mode::Ok,
         "tls_certificate_invalid",
@@ -453,7 +426,7 @@ async fn tls_certificate_invalid() {
         "tls_certificate_error",
     )
     .extra("sni = \"localhost\"\n")
-    .run_against(&format!("tls://127.0.0.1:{port}"))
+    .run_against(&address)
     .await;
 }
 
@@ -461,7 +434,7 @@ async fn tls_certificate_invalid() {
 async fn dns_failed() {
     // `.invalid` never resolves (RFC 6761).
     Scenario::new(Mode::Ok, "dns_failed", 502, "dns_error")
-        .address("app.handoff-test.invalid:3000".into())
+        .address(reasons::UNRESOLVABLE.into())
         .run()
         .await;
 }

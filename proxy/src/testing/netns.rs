@@ -35,6 +35,28 @@ where
     })
 }
 
+/// Runs `run(address)` on a runtime in a network namespace of its own (see
+/// [`block_on_in_own_netns`]), with `address`, or, when `None`, the address of a listener
+/// bound in the namespace and kept open meanwhile.
+pub fn run_against_in_own_netns<T, F>(
+    address: Option<&'static str>,
+    run: impl FnOnce(String) -> F + Send + 'static,
+) -> T
+where
+    F: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    block_on_in_own_netns(move || async move {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind in the namespace");
+        let address = address.map_or_else(
+            || listener.local_addr().expect("a bound address").to_string(),
+            str::to_owned,
+        );
+        run(address).await
+    })
+    .expect("a network namespace of its own (the tests run as root)")
+}
+
 /// Sets `net.ipv4.ip_local_port_range` of the calling thread's namespace.
 pub fn set_local_port_range(low: u16, high: u16) -> io::Result<()> {
     std::fs::write(

@@ -3,7 +3,7 @@
 //! through nginx (`tests/e2e_nginx.rs`). Cases that need more (an upload, a TLS or DNS
 //! address, assertions of their own) are written out in each suite.
 
-use crate::faults::Mode;
+use crate::faults::{Bind, FaultServer, Mode, TlsIdentity};
 
 /// How handoff reaches the fault upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,4 +68,45 @@ macro_rules! reason_cases {
             }
         )*
     };
+}
+
+/// An address that never resolves (`.invalid`, RFC 6761): `dns_failed`.
+pub const UNRESOLVABLE: &str = "app.handoff-test.invalid:3000";
+
+/// A documentation address (TEST-NET-1) with no route in a network namespace of its own:
+/// `connect_unreachable` (see [`netns`](super::netns)).
+pub const UNROUTABLE: &str = "192.0.2.1:80";
+
+/// A `tls://` address served by plain HTTP that answers the ClientHello with a 400, as
+/// gunicorn or Node do: `tls_handshake_failed`. The server runs on the current runtime.
+pub async fn plain_http_behind_tls() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let plain = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let port = plain.local_addr().expect("a bound address").port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = plain.accept().await {
+            let mut buf = [0u8; 512];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    format!("tls://127.0.0.1:{port}")
+}
+
+/// A TLS app whose certificate no trusted CA signed, and its `tls://` address:
+/// `tls_certificate_invalid`. Keep the server alive for the request.
+pub async fn self_signed_tls() -> (FaultServer, String) {
+    let app = FaultServer::start_tls(
+        Mode::Ok,
+        Bind::Tcp("127.0.0.1:0".parse().expect("an address")),
+        TlsIdentity::self_signed(&["localhost"]),
+    )
+    .await
+    .expect("a TLS fault server");
+    let port = app.local_addr().expect("a bound address").port();
+    (app, format!("tls://127.0.0.1:{port}"))
 }
