@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, StatusCode};
 use serde::Serialize;
 
@@ -143,7 +143,6 @@ impl DiagResponse {
         headers.push((CACHE_CONTROL, HeaderValue::from_static("no-store")));
         headers.push((CONTENT_TYPE, HeaderValue::from_static(content_type)));
         headers.push((CONTENT_LENGTH, HeaderValue::from(body.len())));
-        headers.push((CONNECTION, HeaderValue::from_static("close")));
         DiagResponse {
             status,
             headers,

@@ -58,6 +58,9 @@ pub struct Ctx {
     pub client_error: bool,
     /// Status handoff answered with itself (0: none).
     pub answered: u16,
+    /// handoff's own answer was complete and the client's connection may take another
+    /// request: `logging` hands it back (see `header_deadline::hand_back`).
+    pub keep_client: bool,
     _in_flight: InFlightGuard,
 }
 
@@ -91,6 +94,7 @@ impl Ctx {
             client_aborted: false,
             client_error: false,
             answered: 0,
+            keep_client: false,
             _in_flight: in_flight,
         }
     }

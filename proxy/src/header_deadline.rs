@@ -24,6 +24,17 @@
 //! Content-Lengths), which reach none of the service's hooks: a connection that closes
 //! part-way through a header is a [`ClientError::BadHeader`].
 //!
+//! The wrapper also keeps a client's connection open after a failure handoff answered
+//! itself ([`hand_back`]). pingora 0.9.1 closes the downstream connection after any
+//! upstream error (its `finish` runs with the upstream attempt's `server_reuse`, false on
+//! an error, and `write_error_response` turns keep-alive off, with a TODO saying it should
+//! not). Behind nginx that costs a new nginx → handoff connection, a TIME_WAIT socket and a
+//! task per failed request, which is when they are least affordable: a failing app gets
+//! hit by a storm. handoff's answer is a complete response, so when pingora's own reuse
+//! checks pass (the request body was read, nothing was read past it, the client did not ask
+//! for a close, no shutdown is under way) the connection goes back to [`DeadlineApp`],
+//! which hands it to pingora again as it would after a success.
+//!
 //! [`header_read`]: DeadlineStream::header_read
 //! [`request_done`]: DeadlineStream::request_done
 
@@ -31,16 +42,18 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
+use pingora::protocols::http::ServerSession;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
     UniqueIDType, ALPN,
 };
+use pingora::proxy::Session;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
@@ -89,16 +102,25 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for DeadlineApp<A> {
     ) -> Option<Stream> {
         // pingora's HTTP apps keep a connection for all its requests and return None; a
         // stream handed back for reuse is already wrapped.
-        let stream = if stream.as_any().is::<DeadlineStream>() {
+        let handback = Arc::new(Handback::default());
+        let mut stream = if stream.as_any().is::<DeadlineStream>() {
             stream
         } else {
             Box::new(DeadlineStream::new(
                 stream,
                 self.limit,
                 self.on_client_error.clone(),
+                Arc::downgrade(&handback),
             ))
         };
-        self.app.process_new(stream, shutdown).await
+        loop {
+            let done = self.app.process_new(stream, shutdown).await;
+            // A connection the service kept after answering a failure: the next request.
+            match handback.take() {
+                Some(kept) => stream = kept,
+                None => return done,
+            }
+        }
     }
 
     async fn cleanup(&self) {
@@ -106,9 +128,58 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for DeadlineApp<A> {
     }
 }
 
+/// Where [`hand_back`] leaves a connection for [`DeadlineApp`] to serve again. The app's
+/// future owns it; the stream points to it weakly, so a stream in the slot is no cycle.
+#[derive(Default)]
+struct Handback(Mutex<Option<Stream>>);
+
+impl Handback {
+    fn put(&self, stream: Stream) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(stream);
+    }
+
+    fn take(&self) -> Option<Stream> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+/// Gives the client's connection back to [`DeadlineApp`] after handoff answered a failure
+/// with a complete response (see the module docs); called last in `logging`. pingora's own
+/// `finish` decides whether the connection can take another request; if it cannot, it is
+/// closed, as pingora would have. Returns whether the connection was kept.
+///
+/// pingora's `finish` consumes the session, which the hook only borrows, so the client's
+/// session is swapped for an empty one that pingora then drops.
+pub(crate) async fn hand_back(session: &mut Session) -> bool {
+    let Some(handback) = DeadlineStream::of(session.as_downstream().stream())
+        .and_then(|stream| stream.handback.upgrade())
+    else {
+        return false;
+    };
+    if session.as_downstream().as_http1().is_none() {
+        return false;
+    }
+    let empty = ServerSession::new_http1(Box::new(io::Cursor::new(Vec::new())));
+    let answered = std::mem::replace(&mut *session.downstream_session, empty);
+    match answered
+        .finish()
+        .await
+        .map(|reusable| reusable.map(|r| r.into_parts()))
+    {
+        // Pipelining is off in pingora 0.9.1: bytes past the request make `finish` say no.
+        Ok(Some((stream, None))) => {
+            handback.put(stream);
+            true
+        }
+        _ => false,
+    }
+}
+
 /// A client connection with a deadline on each request header. See the module docs.
 pub(crate) struct DeadlineStream {
     inner: Stream,
+    /// Where a connection kept after a failure goes back to [`DeadlineApp`].
+    handback: Weak<Handback>,
     /// Even: a request header is being read (or awaited); odd: it is complete. Advanced by
     /// the service through `&self`, read by `poll_read`.
     phase: AtomicU32,
@@ -128,9 +199,15 @@ pub(crate) struct DeadlineStream {
 }
 
 impl DeadlineStream {
-    fn new(inner: Stream, limit: Duration, on_client_error: OnClientError) -> Self {
+    fn new(
+        inner: Stream,
+        limit: Duration,
+        on_client_error: OnClientError,
+        handback: Weak<Handback>,
+    ) -> Self {
         DeadlineStream {
             inner,
+            handback,
             phase: AtomicU32::new(0),
             seen: 0,
             awaiting_first_byte: false,

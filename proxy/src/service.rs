@@ -21,7 +21,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, Result};
 
 use crate::ctx::{new_request_id, Ctx, IdleClock};
-use crate::header_deadline::DeadlineStream;
+use crate::header_deadline::{self, DeadlineStream};
 use crate::state::Shared;
 use crate::upstream::Upstream;
 
@@ -364,8 +364,10 @@ impl ProxyHttp for HandoffProxy {
         for (name, value) in response.headers {
             let _ = header.append_header(name, value);
         }
-        if let Err(err) = session.write_error_response(header, response.body).await {
-            tracing::debug!(error = %err, "could not write the annotated response");
+        match write_answer(session, header, response.body).await {
+            // pingora wrote `Connection: keep-alive` only if its checks allowed it.
+            Ok(()) => ctx.keep_client = session.get_keepalive().is_some(),
+            Err(err) => tracing::debug!(error = %err, "could not write the annotated response"),
         }
         ctx.answered = code;
         FailToProxy {
@@ -427,6 +429,9 @@ impl ProxyHttp for HandoffProxy {
             }
             (Some(_), None) => {}
         }
+        if ctx.keep_client {
+            header_deadline::hand_back(session).await;
+        }
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, _error: &Error) -> bool {
@@ -458,6 +463,20 @@ fn retry_is_safe(session: &Session, ctx: &Ctx, reason: Option<Reason>, reused: b
         && ctx.attempt == 1
         && session.req_header().method.is_idempotent()
         && !session.as_ref().retry_buffer_truncated()
+}
+
+/// Writes handoff's own answer to a failure. Unlike pingora's `write_error_response`, it
+/// leaves keep-alive as the request and pingora's checks set it (`Connection: close` when
+/// the request body was not read, the client asked for a close, or a shutdown is under
+/// way): the answer is complete, so the connection can take another request.
+async fn write_answer(session: &mut Session, header: ResponseHeader, body: Bytes) -> Result<()> {
+    let downstream = session.as_downstream_mut();
+    downstream.write_response_header(Box::new(header)).await?;
+    if body.is_empty() {
+        downstream.finish_body().await
+    } else {
+        downstream.write_response_body(body, true).await
+    }
 }
 
 /// Milliseconds with microsecond precision, for log fields.

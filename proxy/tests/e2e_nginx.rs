@@ -669,3 +669,50 @@ async fn closed_before_response_is_in_the_response_header_phase() {
         "{detail}"
     );
 }
+
+/// nginx's pooled connection to handoff outlives failed requests: five 502s through nginx
+/// leave one established nginx → handoff connection and no TIME_WAIT socket on handoff's
+/// port (pingora alone would close after each, and nginx would open five).
+#[tokio::test(flavor = "multi_thread")]
+async fn failures_keep_nginx_pooled_connection() {
+    let app = format!("127.0.0.1:{}", handoff::testing::free_port());
+    let handoff = TestHandoff::start_toml(&handoff_toml(&app, "")).unwrap();
+    let nginx = Nginx::start(&NginxConfig::new(handoff.addr(0)));
+    let port = handoff.addr(0).port();
+    for i in 0..5 {
+        let mut client = Client::connect(nginx.addr()).await.unwrap();
+        let r = client
+            .request("GET", &format!("/e2e/kept/{i}"), &[], b"")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 502);
+        assert_eq!(r.header("x-handoff-reason"), Some("connect_refused"));
+    }
+    assert_eq!(
+        eventually(|| failures(&handoff, "connect_refused"), 5.0, WAIT).await,
+        5.0
+    );
+    assert_eq!(
+        tcp_states_on_local_port(port),
+        (1, 0),
+        "(established, time-wait) sockets on handoff's port {port}"
+    );
+}
+
+/// Sockets in `/proc/net/tcp` whose local port is `port`: (established, time-wait).
+fn tcp_states_on_local_port(port: u16) -> (usize, usize) {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local_port = format!(":{port:04X}");
+    let states: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace().skip(1);
+            let local = fields.next()?;
+            let state = fields.nth(1)?;
+            local.ends_with(&local_port).then_some(state)
+        })
+        .collect();
+    let count = |code| states.iter().filter(|&&s| s == code).count();
+    (count("01"), count("06"))
+}

@@ -162,7 +162,9 @@ async fn load_with_faults_loses_nothing_and_leaks_nothing() {
         let (next, tally, seen) = (next.clone(), tally.clone(), seen.clone());
         let keep_alive = w % 4 != 0;
         workers.spawn(async move {
-            let mut conn: Option<Client> = None;
+            // One connection per listener: handoff keeps a connection open after a
+            // failure it answered, as after a success.
+            let mut conns: [Option<Client>; 3] = [None, None, None];
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= total {
@@ -170,9 +172,9 @@ async fn load_with_faults_loses_nothing_and_leaks_nothing() {
                 }
                 let t = target(i);
                 let addr = addrs[t as usize];
-                // Failing requests always end with `Connection: close`: fresh connection.
-                let reuse = keep_alive && t == Target::App;
-                let mut c = match conn.take().filter(|_| reuse) {
+                let reuse = keep_alive;
+                let conn = &mut conns[t as usize];
+                let mut c = match conn.take() {
                     Some(c) => c,
                     None => {
                         tally.new_connections.fetch_add(1, Ordering::Relaxed);
@@ -201,7 +203,7 @@ async fn load_with_faults_loses_nothing_and_leaks_nothing() {
                                 seen[i as usize].fetch_add(1, Ordering::Relaxed);
                                 tally.app_ok.fetch_add(1, Ordering::Relaxed);
                                 if reuse {
-                                    conn = Some(c);
+                                    *conn = Some(c);
                                 } else {
                                     c.until_closed(CLOSE_WITHIN).await;
                                 }
@@ -223,7 +225,12 @@ async fn load_with_faults_loses_nothing_and_leaks_nothing() {
                                     &tally.closed_ok
                                 };
                                 counter.fetch_add(1, Ordering::Relaxed);
-                                c.until_closed(CLOSE_WITHIN).await;
+                                if reuse {
+                                    assert_eq!(r.header("connection"), Some("keep-alive"));
+                                    *conn = Some(c);
+                                } else {
+                                    c.until_closed(CLOSE_WITHIN).await;
+                                }
                             } else {
                                 eprintln!("request {i} ({t:?}): {r:?}");
                                 lost(&tally, t);
