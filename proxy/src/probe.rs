@@ -5,6 +5,7 @@
 //! cached per upstream and reason for a second so that a failure storm costs one look.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
@@ -191,29 +192,24 @@ fn process_holding(inode: u64) -> Option<(u32, String)> {
 
 /// Is something listening on the refused port, but on another address?
 fn refused_port(next_hop: &str) -> Vec<String> {
-    let Ok(addr) = next_hop.parse::<std::net::SocketAddr>() else {
+    let Ok(addr) = next_hop.parse::<SocketAddr>() else {
         return Vec::new();
     };
     let port = addr.port();
-    let mut elsewhere = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            // local_address is HEXIP:HEXPORT; state 0A is LISTEN.
-            let (Some(local), Some(&"0A")) = (cols.get(1), cols.get(3)) else {
-                continue;
-            };
-            let Some((ip, p)) = local.rsplit_once(':') else {
-                continue;
-            };
-            if u16::from_str_radix(p, 16).ok() == Some(port) {
-                elsewhere.push(decode_ip(ip));
-            }
-        }
-    }
+    let listeners = match crate::sock_diag::tcp_listeners() {
+        Ok(listeners) => listeners,
+        Err(e) => return vec![format!("the listening sockets could not be listed: {e}")],
+    };
+    let mut elsewhere: Vec<String> = listeners
+        .iter()
+        .filter(|listener| listener.port() == port)
+        .map(|listener| match listener.ip() {
+            IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        })
+        .collect();
+    elsewhere.sort();
+    elsewhere.dedup();
     if elsewhere.is_empty() {
         vec![format!(
             "nothing listens on port {port} on any local address"
@@ -223,26 +219,6 @@ fn refused_port(next_hop: &str) -> Vec<String> {
             "port {port} listens on {} instead",
             elsewhere.join(", ")
         )]
-    }
-}
-
-fn decode_ip(hex: &str) -> String {
-    let bytes: Vec<u8> = (0..hex.len() / 2)
-        .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
-        .collect();
-    match bytes.len() {
-        // /proc prints each 32-bit word in host (little-endian) order.
-        4 => std::net::Ipv4Addr::new(bytes[3], bytes[2], bytes[1], bytes[0]).to_string(),
-        16 => {
-            let mut b = [0u8; 16];
-            for (w, chunk) in bytes.chunks(4).enumerate() {
-                for (i, byte) in chunk.iter().rev().enumerate() {
-                    b[w * 4 + i] = *byte;
-                }
-            }
-            format!("[{}]", std::net::Ipv6Addr::from(b))
-        }
-        _ => hex.to_string(),
     }
 }
 
@@ -272,9 +248,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn proc_net_addresses_decode() {
-        assert_eq!(decode_ip("0100007F"), "127.0.0.1");
-        assert_eq!(decode_ip("00000000000000000000000001000000"), "[::1]");
+    fn a_refused_port_that_listens_on_another_address_says_where() {
+        let elsewhere = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+        let port = elsewhere.local_addr().unwrap().port();
+        assert_eq!(
+            refused_port(&format!("127.0.0.1:{port}")),
+            vec![format!("port {port} listens on 127.0.0.2 instead")]
+        );
+        drop(elsewhere);
+        assert_eq!(
+            refused_port(&format!("127.0.0.1:{port}")),
+            vec![format!(
+                "nothing listens on port {port} on any local address"
+            )]
+        );
     }
 
     #[test]
