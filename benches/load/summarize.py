@@ -21,7 +21,9 @@ ORDER = [
     "handoff",
     "chain-nginx",
     "chain-handoff",
+    "storm-nginx-refused",
     "storm-refused",
+    "storm-nginx-closed",
     "storm-closed",
 ]
 NAMES = {
@@ -32,6 +34,8 @@ NAMES = {
     "handoff": "handoff (full diagnostics)",
     "chain-nginx": "nginx → app",
     "chain-handoff": "nginx → handoff → app",
+    "storm-nginx-refused": "storm: connect_refused, nginx proxy (peer)",
+    "storm-nginx-closed": "storm: closed_before_response, nginx proxy (peer)",
     "storm-refused": "storm: connect_refused",
     "storm-closed": "storm: closed_before_response",
 }
@@ -212,8 +216,16 @@ def main():
         a, b = (float(x) / 1024 for x in storm_rss.get(k, ["nan", "nan"]))
         peak = max([b] + [r["rss"] for r in runs[(k, 64)]])
         flat = peak - a <= max(2.0, 0.1 * a)
+        peer = ""
+        nk = k.replace("storm-", "storm-nginx-")
+        if (nk, 64) in runs:
+            ns = med([r["rps"] for r in runs[(nk, 64)]])
+            n = med([r["rps"] for r in runs.get(("nginx", 64), [])])
+            peer = (f"; the peer, nginx: {fmt(ns)} vs {fmt(n)} req/s "
+                    f"({fmt(ns / n if n else float('nan'), '.2f')}×), handoff's storm "
+                    f"{fmt(s / ns if ns else float('nan'), '.2f')}× nginx's")
         row(f"{NAMES[k]} ≥ success path req/s (c=64), flat RSS",
-            f"{fmt(s)} vs {fmt(h)} req/s ({fmt(s / h if h else float('nan'), '.2f')}×); "
+            f"{fmt(s)} vs {fmt(h)} req/s ({fmt(s / h if h else float('nan'), '.2f')}×){peer}; "
             f"RSS {a:.1f} MiB before, {peak:.1f} MiB peak, {b:.1f} MiB after",
             None if math.isnan(h) else (s >= h and flat))
     text = "\n".join(out)

@@ -66,6 +66,24 @@ async fn closed_before_response_keeps_the_client_connection() {
     failures_keep_the_connection(Mode::Close, "closed_before_response").await;
 }
 
+/// A HEAD answer has no body: the next response on the connection starts where it should.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_head_answer_leaves_the_connection_in_step() {
+    let handoff = handoff_for(&format!("127.0.0.1:{}", free_port()));
+    let mut client = Client::connect(handoff.addr(0)).await.unwrap();
+    let head = client.request("HEAD", "/", &[], b"").await.unwrap();
+    assert_eq!(head.status, 502);
+    assert!(head.body.is_empty());
+    assert_eq!(head.header("connection"), Some("keep-alive"));
+    let get = client.request("GET", "/", &[], b"").await.unwrap();
+    assert_eq!(get.status, 502);
+    assert_eq!(get.header("x-handoff-reason"), Some("connect_refused"));
+    assert_eq!(
+        get.header("content-length"),
+        Some(get.body.len().to_string().as_str())
+    );
+}
+
 /// The app is down, then comes back: the connection that saw the outage gets the app's
 /// answer, as nginx's pooled connection to handoff would.
 #[tokio::test(flavor = "multi_thread")]
