@@ -213,8 +213,10 @@ fn nginx_snippet_passes_nginx_t() {
 }
 
 /// The container's command: a non-root uid, only environment configuration (the image's
-/// three variables, on free loopback ports here), cwd `/`; it serves, `/readyz` is 200 on
-/// the admin address from `HANDOFF_ADMIN`, and SIGTERM exits 0.
+/// three variables, on free loopback ports here), cwd `/`, a read-only root filesystem (as
+/// compose's `read_only` and Kubernetes' `readOnlyRootFilesystem` give it: a mount
+/// namespace of its own with `/` remounted read-only); it serves, `/readyz` is 200 on the
+/// admin address from `HANDOFF_ADMIN`, and SIGTERM exits 0.
 #[test]
 fn container_command_runs_as_non_root_with_env_only() {
     let dockerfile = read("deploy/container/Dockerfile");
@@ -226,8 +228,21 @@ fn container_command_runs_as_non_root_with_env_only() {
         assert!(dockerfile.contains(var), "the image sets {var}");
     }
     let (port, admin) = (free_port(), free_port());
-    let mut child = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+    let mut child = Command::new("/usr/bin/unshare")
+        .args(["--mount", "--propagation", "private", "--"])
+        .args([
+            "/bin/sh",
+            "-c",
+            "/usr/bin/mount -o remount,bind,ro / && exec \"$@\"",
+            "sh",
+        ])
+        .args([
+            "/usr/bin/setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ])
         .arg(env!("CARGO_BIN_EXE_handoff"))
         .env_clear()
         .env("HANDOFF_LISTEN", format!("127.0.0.1:{port}"))
