@@ -146,32 +146,28 @@ impl Handback {
 /// Gives the client's connection back to [`DeadlineApp`] after handoff answered a failure
 /// with a complete response (see the module docs); called last in `logging`. pingora's own
 /// `finish` decides whether the connection can take another request; if it cannot, it is
-/// closed, as pingora would have. Returns whether the connection was kept.
+/// closed, as pingora would have.
 ///
 /// pingora's `finish` consumes the session, which the hook only borrows, so the client's
 /// session is swapped for an empty one that pingora then drops.
-pub(crate) async fn hand_back(session: &mut Session) -> bool {
+pub(crate) async fn hand_back(session: &mut Session) {
+    if session.as_downstream().as_http1().is_none() {
+        return;
+    }
     let Some(handback) = DeadlineStream::of(session.as_downstream().stream())
         .and_then(|stream| stream.handback.upgrade())
     else {
-        return false;
+        return;
     };
-    if session.as_downstream().as_http1().is_none() {
-        return false;
-    }
     let empty = ServerSession::new_http1(Box::new(io::Cursor::new(Vec::new())));
     let answered = std::mem::replace(&mut *session.downstream_session, empty);
-    match answered
+    // Pipelining is off in pingora 0.9.1: bytes past the request make `finish` say no.
+    if let Ok(Some((stream, None))) = answered
         .finish()
         .await
         .map(|reusable| reusable.map(|r| r.into_parts()))
     {
-        // Pipelining is off in pingora 0.9.1: bytes past the request make `finish` say no.
-        Ok(Some((stream, None))) => {
-            handback.put(stream);
-            true
-        }
-        _ => false,
+        handback.put(stream);
     }
 }
 

@@ -74,15 +74,16 @@ struct Request {
 
 /// Every local address a TCP socket listens on (IPv4 and IPv6).
 pub(crate) fn tcp_listeners() -> io::Result<Vec<SocketAddr>> {
+    let socket = netlink_socket()?;
     let mut out = Vec::new();
     for family in [libc::AF_INET, libc::AF_INET6] {
-        dump(family, &mut out)?;
+        dump(&socket, family, &mut out)?;
     }
     Ok(out)
 }
 
-fn dump(family: libc::c_int, out: &mut Vec<SocketAddr>) -> io::Result<()> {
-    let socket = netlink_socket()?;
+/// One dump: each ends with `NLMSG_DONE`, so the socket serves the next one.
+fn dump(socket: &OwnedFd, family: libc::c_int, out: &mut Vec<SocketAddr>) -> io::Result<()> {
     let request = Request {
         header: NlMsgHdr {
             len: size_of::<Request>() as u32,

@@ -19,6 +19,26 @@ fn handoff_for(address: &str) -> TestHandoff {
     .unwrap()
 }
 
+/// handoff in front of a loopback port nothing listens on, and a client connected to it.
+async fn refused() -> (TestHandoff, Client) {
+    let handoff = handoff_for(&format!("127.0.0.1:{}", free_port()));
+    let client = Client::connect(handoff.addr(0)).await.unwrap();
+    (handoff, client)
+}
+
+/// Sends a request the refused upstream fails, which must be answered with
+/// `Connection: close` and then closed.
+async fn answered_then_closed(method: &str, headers: &[(&str, &str)], body: &[u8]) {
+    let (_handoff, mut client) = refused().await;
+    let r = client
+        .request(method, "/orders", headers, body)
+        .await
+        .unwrap();
+    assert_eq!(r.header("x-handoff-reason"), Some("connect_refused"));
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(client.until_closed(WITHIN).await);
+}
+
 fn failures(handoff: &TestHandoff, reason: &str) -> f64 {
     handoff
         .metric(
@@ -69,8 +89,7 @@ async fn closed_before_response_keeps_the_client_connection() {
 /// A HEAD answer has no body: the next response on the connection starts where it should.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_head_answer_leaves_the_connection_in_step() {
-    let handoff = handoff_for(&format!("127.0.0.1:{}", free_port()));
-    let mut client = Client::connect(handoff.addr(0)).await.unwrap();
+    let (_handoff, mut client) = refused().await;
     let head = client.request("HEAD", "/", &[], b"").await.unwrap();
     assert_eq!(head.status, 502);
     assert!(head.body.is_empty());
@@ -106,8 +125,7 @@ async fn the_connection_that_saw_the_outage_serves_the_recovery() {
 /// A kept connection is still a client connection: its next header has the same deadline.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kept_connection_still_has_the_header_deadline() {
-    let handoff = handoff_for(&format!("127.0.0.1:{}", free_port()));
-    let mut client = Client::connect(handoff.addr(0)).await.unwrap();
+    let (_handoff, mut client) = refused().await;
     let r = client.request("GET", "/", &[], b"").await.unwrap();
     assert_eq!(r.header("x-handoff-reason"), Some("connect_refused"));
     client.send(b"GET / HTTP/1.1\r\nHost: a\r\n").await.unwrap();
@@ -122,28 +140,12 @@ async fn a_kept_connection_still_has_the_header_deadline() {
 /// The client asked for a close: it gets `Connection: close` and the close.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_asks_for_a_close_is_closed() {
-    let handoff = handoff_for(&format!("127.0.0.1:{}", free_port()));
-    let mut client = Client::connect(handoff.addr(0)).await.unwrap();
-    let r = client
-        .request("GET", "/", &[("Connection", "close")], b"")
-        .await
-        .unwrap();
-    assert_eq!(r.header("x-handoff-reason"), Some("connect_refused"));
-    assert_eq!(r.header("connection"), Some("close"));
-    assert!(client.until_closed(WITHIN).await);
+    answered_then_closed("GET", &[("Connection", "close")], b"").await;
 }
 
 /// A request body handoff never read (the connect failed first) is not left on the
 /// connection for the next request to trip over: `Connection: close` and the close.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unread_body_closes_the_connection() {
-    let handoff = handoff_for(&format!("127.0.0.1:{}", free_port()));
-    let mut client = Client::connect(handoff.addr(0)).await.unwrap();
-    let r = client
-        .request("POST", "/orders", &[], &[b'x'; 4096])
-        .await
-        .unwrap();
-    assert_eq!(r.header("x-handoff-reason"), Some("connect_refused"));
-    assert_eq!(r.header("connection"), Some("close"));
-    assert!(client.until_closed(WITHIN).await);
+    answered_then_closed("POST", &[], &[b'x'; 4096]).await;
 }

@@ -172,7 +172,6 @@ async fn load_with_faults_loses_nothing_and_leaks_nothing() {
                 }
                 let t = target(i);
                 let addr = addrs[t as usize];
-                let reuse = keep_alive;
                 let conn = &mut conns[t as usize];
                 let mut c = match conn.take() {
                     Some(c) => c,
@@ -191,7 +190,7 @@ async fn load_with_faults_loses_nothing_and_leaks_nothing() {
                 let path = format!("/echo?id={i}");
                 let id = format!("load-{i}");
                 let mut headers = vec![("X-Request-Id", id.as_str())];
-                if !reuse {
+                if !keep_alive {
                     headers.push(("Connection", "close"));
                 }
                 match c.request("GET", &path, &headers, b"").await {
@@ -202,7 +201,7 @@ async fn load_with_faults_loses_nothing_and_leaks_nothing() {
                             if r.status == 200 && body.contains(&own) {
                                 seen[i as usize].fetch_add(1, Ordering::Relaxed);
                                 tally.app_ok.fetch_add(1, Ordering::Relaxed);
-                                if reuse {
+                                if keep_alive {
                                     *conn = Some(c);
                                 } else {
                                     c.until_closed(CLOSE_WITHIN).await;
@@ -225,7 +224,7 @@ async fn load_with_faults_loses_nothing_and_leaks_nothing() {
                                     &tally.closed_ok
                                 };
                                 counter.fetch_add(1, Ordering::Relaxed);
-                                if reuse {
+                                if keep_alive {
                                     assert_eq!(r.header("connection"), Some("keep-alive"));
                                     *conn = Some(c);
                                 } else {
@@ -238,7 +237,7 @@ async fn load_with_faults_loses_nothing_and_leaks_nothing() {
                         }
                     },
                     Err(e) => {
-                        eprintln!("request {i} ({t:?}, reused={reuse}): {e}");
+                        eprintln!("request {i} ({t:?}, keep-alive={keep_alive}): {e}");
                         lost(&tally, t);
                     }
                 }
