@@ -36,6 +36,7 @@ have_tool() {
     chromium) command -v chromium >/dev/null 2>&1 ;;
     haproxy) command -v haproxy >/dev/null 2>&1 ;;
     wrk) command -v wrk >/dev/null 2>&1 ;;
+    valgrind) command -v valgrind >/dev/null 2>&1 && command -v callgrind_control >/dev/null 2>&1 ;;
     *)
       echo "have_tool: unknown tool '$1'" >&2
       return 2
@@ -56,6 +57,7 @@ package_for() {
     chromium) echo chromium ;;
     haproxy) echo haproxy ;;
     wrk) echo wrk ;;
+    valgrind) echo valgrind ;;
   esac
 }
 

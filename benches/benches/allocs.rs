@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use handoff::ctx::{new_request_id, Ctx, IdleClock};
 use handoff_benches::{success_path, upstream, Case};
-use handoff_diag::header::X_REQUEST_ID;
+use handoff_diag::header::{X_REQUEST_ID, X_REQUEST_ID_TITLED};
 use handoff_diag::{classify, Annotation, DiagResponse, Exposure};
 use pingora::http::RequestHeader;
 
@@ -118,37 +118,57 @@ fn main() {
             black_box(clock.idle_for(42, now));
         }),
     ));
+    let mut generated_into = RequestHeader::build("GET", b"/", None).expect("request header");
     rows.push((
         "success path, nginx sent X-Request-Id",
-        count(n, || drop(black_box(success_path(&up, false)))),
+        count(n, || drop(black_box(success_path(&up, None)))),
     ));
     rows.push((
         "success path, id generated",
-        count(n, || drop(black_box(success_path(&up, true)))),
+        count(n, || {
+            drop(black_box(success_path(&up, Some(&mut generated_into))))
+        }),
     ));
     // Success path: what the hooks hand to pingora.
     rows.push((
         "upstream.peer() (Box<HttpPeer> clone)",
         count(n, || drop(black_box(ready(up.peer())))),
     ));
+    // The generated id's way into the request header (request_filter), one step at a time.
     let id = new_request_id();
     let base = RequestHeader::build("GET", b"/", None).expect("request header");
     let mut reused = base.clone();
+    reused
+        .insert_header(X_REQUEST_ID_TITLED, id.clone())
+        .expect("valid header");
     rows.push((
-        "insert_header(x-request-id, &str)",
+        "insert_header(X_REQUEST_ID: HeaderName, value)",
         count(n, || {
             reused
-                .insert_header(X_REQUEST_ID, id.as_str())
+                .insert_header(X_REQUEST_ID, id.clone())
                 .expect("valid header");
         }),
     ));
-    let value = http::HeaderValue::from_str(&id).expect("valid header value");
     rows.push((
-        "insert_header(x-request-id, HeaderValue)",
+        "insert_header(\"X-Request-Id\", value)",
         count(n, || {
             reused
-                .insert_header(X_REQUEST_ID, value.clone())
+                .insert_header(X_REQUEST_ID_TITLED, id.clone())
                 .expect("valid header");
+        }),
+    ));
+    rows.push((
+        "RequestHeader clone",
+        count(n, || drop(black_box(base.clone()))),
+    ));
+    rows.push((
+        "RequestHeader clone + first insert (grows)",
+        count(n, || {
+            let mut request = base.clone();
+            request
+                .insert_header(X_REQUEST_ID_TITLED, new_request_id())
+                .expect("valid header");
+            drop(black_box(request));
         }),
     ));
     // Failure path, for reference.

@@ -15,6 +15,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use handoff::ctx::{new_request_id, Ctx, IdleClock};
 use handoff_benches::{success_path, upstream, Case};
 use handoff_diag::{classify, Annotation, DiagResponse, Exposure};
+use pingora::http::RequestHeader;
 
 // The binary under test uses jemalloc; so do the benchmarks.
 #[global_allocator]
@@ -109,10 +110,11 @@ fn bench_ctx(c: &mut Criterion) {
         b.iter(|| clock.idle_for(black_box(42), black_box(now)))
     });
     g.bench_function("success_path/with_request_id", |b| {
-        b.iter(|| drop(black_box(success_path(&up, false))))
+        b.iter(|| drop(black_box(success_path(&up, None))))
     });
+    let mut request = RequestHeader::build("GET", b"/", None).expect("request header");
     g.bench_function("success_path/generated_id", |b| {
-        b.iter(|| drop(black_box(success_path(&up, true))))
+        b.iter(|| drop(black_box(success_path(&up, Some(&mut request)))))
     });
     g.finish();
 }

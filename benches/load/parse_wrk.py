@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Turns one `wrk --latency` output (stdin) into one TSV line for benches/load/run.
 
-Arguments: LABEL CONC ROUND CPU_TICKS CLK_TCK RSS_KIB
+Arguments: LABEL CONC ROUND CPU_TICKS CLK_TCK RSS_KIB USER_TICKS
 Columns:   label conc round req_s p50_us p99_us cpu_ms_per_1k rss_kib requests errors non2xx
+           user_share (user-space share of the CPU ticks)
 """
 import re
 import sys
@@ -17,7 +18,7 @@ def micros(text):
 
 
 def main():
-    label, conc, rnd, ticks, hz, rss = sys.argv[1:7]
+    label, conc, rnd, ticks, hz, rss, user_ticks = sys.argv[1:8]
     out = sys.stdin.read()
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     reqs = re.search(r"(\d+) requests in", out)
@@ -48,6 +49,7 @@ def main():
                 requests,
                 errors,
                 int(non2xx.group(1)) if non2xx else 0,
+                f"{int(user_ticks) / int(ticks):.3f}" if int(ticks) else "nan",
             ]
         )
     )

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use handoff::ctx::{new_request_id, Ctx, IdleClock};
 use handoff::upstream::Upstream;
 use handoff_config::{ListenAddress, UpstreamAddress, UpstreamSettings};
+use handoff_diag::header::X_REQUEST_ID_TITLED;
 use handoff_diag::{classify, Evidence, Failure, Metrics, Phase, Timeouts, Verdict};
+use pingora::http::RequestHeader;
 use pingora_error::{BError, Error, ErrorType, RetryType};
 
 /// A representative failure, named after the reason it classifies to.
@@ -147,15 +149,19 @@ pub fn upstream() -> Arc<Upstream> {
 }
 
 /// What the hooks of `proxy/src/service.rs` do with the context on a successful request on
-/// a reused upstream connection, minus pingora's own work. `generated` says whether nginx
-/// sent no X-Request-Id (wrk does not; nginx with the snippet does).
-pub fn success_path(up: &Arc<Upstream>, generated: bool) -> Ctx {
+/// a reused upstream connection, minus pingora's own work. With `generated_into`, nginx
+/// sent no X-Request-Id (wrk does not; nginx with the snippet does) and handoff writes a new
+/// one into that request header. A header reused across calls has the field already, so
+/// the insert replaces it: the map never grows here, as it does once in a real request.
+pub fn success_path(up: &Arc<Upstream>, generated_into: Option<&mut RequestHeader>) -> Ctx {
     let clock = IdleClock::global();
     // new_ctx
     let mut ctx = Ctx::new(up.clone());
     // request_filter
-    if generated {
-        ctx.generated_id = Some(new_request_id());
+    if let Some(request) = generated_into {
+        request
+            .insert_header(X_REQUEST_ID_TITLED, new_request_id())
+            .expect("a valid header");
     }
     // upstream_peer (without the peer clone, pingora's type)
     ctx.begin_attempt();
@@ -164,10 +170,9 @@ pub fn success_path(up: &Arc<Upstream>, generated: bool) -> Ctx {
     ctx.phase = Phase::Request;
     ctx.reused = true;
     ctx.fd = 42;
+    ctx.request_written = Some(now);
     ctx.idle = clock.idle_for(42, now);
     ctx.upstream.metrics.connection_reused();
-    // upstream_request_filter
-    ctx.request_written = Some(Instant::now());
     // upstream_response_filter
     let now = Instant::now();
     ctx.phase = Phase::ResponseHeader;

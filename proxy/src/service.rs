@@ -11,8 +11,10 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use handoff_diag::{
-    classify, header::X_REQUEST_ID, valid_request_id, Annotation, DiagResponse, Exposure, Failure,
-    FailureRecord, Phase, Reason, Verdict, HEADER_TOO_LARGE,
+    classify,
+    header::{X_REQUEST_ID, X_REQUEST_ID_TITLED},
+    valid_request_id, Annotation, DiagResponse, Exposure, Failure, FailureRecord, Phase, Reason,
+    Verdict, HEADER_TOO_LARGE,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::Digest;
@@ -40,21 +42,19 @@ impl HandoffProxy {
         HandoffProxy { upstream, shared }
     }
 
-    fn request_id<'a>(session: &'a Session, ctx: &'a Ctx) -> &'a str {
-        match &ctx.generated_id {
-            Some(id) => id,
-            None => session
-                .get_header(&X_REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or(""),
-        }
+    /// The request's id: nginx's, or the one `request_filter` put in its place.
+    fn request_id(session: &Session) -> &str {
+        session
+            .get_header(&X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 
     /// Classifies a failed attempt, counts it, and keeps it as the request's latest failure.
     fn note_attempt_failure(&self, session: &Session, ctx: &mut Ctx, e: &Error) -> Option<Reason> {
         let req = session.req_header();
         let evidence = ctx.evidence(
-            Self::request_id(session, ctx),
+            Self::request_id(session),
             req.method.as_str(),
             req.uri.path_and_query().map_or("/", |p| p.as_str()),
         );
@@ -129,7 +129,11 @@ impl ProxyHttp for HandoffProxy {
             .get_header(&X_REQUEST_ID)
             .is_some_and(|v| valid_request_id(v.as_bytes()));
         if !keep {
-            ctx.generated_id = Some(new_request_id());
+            // Into the client's request header, so that the upstream request (pingora's copy
+            // of it), the answer and the log all read the same one.
+            session
+                .req_header_mut()
+                .insert_header(X_REQUEST_ID_TITLED, new_request_id())?;
         }
         let annotate = self.shared.annotate.load();
         if let Some(token) = annotate.debug_token.as_deref() {
@@ -158,6 +162,7 @@ impl ProxyHttp for HandoffProxy {
         ctx.phase = Phase::Request;
         ctx.reused = reused;
         ctx.fd = fd;
+        ctx.request_written = Some(now);
         let clock = IdleClock::global();
         if reused {
             ctx.idle = clock.idle_for(fd, now);
@@ -174,13 +179,9 @@ impl ProxyHttp for HandoffProxy {
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
-        request: &mut RequestHeader,
+        _request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(id) = &ctx.generated_id {
-            request.insert_header(X_REQUEST_ID, id.as_str())?;
-        }
-        ctx.request_written = Some(Instant::now());
         // From here on handoff waits for the response, unless a body is still going out: then
         // a hang-up is the app refusing the upload (`request_write_failed`), not a premature
         // close. `request_body_filter` moves on when the rest of the body is small enough to
@@ -407,7 +408,7 @@ impl ProxyHttp for HandoffProxy {
                         status = ctx.upstream_status,
                         method = %req.method,
                         path = %req.uri,
-                        request_id = Self::request_id(session, ctx),
+                        request_id = Self::request_id(session),
                         attempts = ctx.attempt,
                         reused = ctx.reused,
                         elapsed_ms = ms(ctx.start.elapsed()),
@@ -430,7 +431,9 @@ impl ProxyHttp for HandoffProxy {
             (Some(_), None) => {}
         }
         if ctx.keep_client {
-            header_deadline::hand_back(session).await;
+            // Boxed: inline, `hand_back`'s future would grow this hook's, which pingora boxes
+            // and so copies on every request.
+            Box::pin(header_deadline::hand_back(session)).await;
         }
     }
 

@@ -158,7 +158,8 @@ async fn keep_alive_reuses_upstream_connections() {
     assert_eq!(ok, 50.0);
 }
 
-/// X-Request-Id: kept when nginx sends one, generated and forwarded when it does not.
+/// X-Request-Id: kept when nginx sends one, generated and forwarded when it does not or
+/// when the one it sent cannot be kept (then it is replaced, not repeated).
 #[tokio::test(flavor = "multi_thread")]
 async fn request_id_is_kept_or_generated() {
     let app = app_server().await;
@@ -174,6 +175,14 @@ async fn request_id_is_kept_or_generated() {
     let sent = header_values(&r.json(), "x-request-id");
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].len(), 16, "a generated id: {sent:?}");
+    let r = c
+        .request("GET", "/echo", &[("X-Request-Id", "has\tcontrol")], b"")
+        .await
+        .unwrap();
+    let replaced = header_values(&r.json(), "x-request-id");
+    assert_eq!(replaced.len(), 1, "{replaced:?}");
+    assert_eq!(replaced[0].len(), 16, "a generated id: {replaced:?}");
+    assert_ne!(replaced[0], sent[0], "each request gets its own id");
 }
 
 fn header_values(echo: &serde_json::Value, name: &str) -> Vec<String> {
