@@ -142,7 +142,7 @@ fn main() {
         .insert_header(X_REQUEST_ID_TITLED, id.clone())
         .expect("valid header");
     rows.push((
-        "insert_header(X_REQUEST_ID: HeaderName, value)",
+        "insert_header(HeaderName, id)",
         count(n, || {
             reused
                 .insert_header(X_REQUEST_ID, id.clone())
@@ -150,7 +150,7 @@ fn main() {
         }),
     ));
     rows.push((
-        "insert_header(\"X-Request-Id\", value)",
+        "insert_header(\"X-Request-Id\", id)",
         count(n, || {
             reused
                 .insert_header(X_REQUEST_ID_TITLED, id.clone())
