@@ -176,7 +176,7 @@ def main():
     # Instruction counts.
     if ir:
         w("User-space instructions per request (`load/callgrind`: callgrind, c=16, "
-          "each target alone; repeatable to ~0.5 %; the kernel's work is not counted, and "
+          "each target alone; repeats agree within ~1 %; the kernel's work is not counted, and "
           "handoff and bare make the same system calls per request). CPU user share: "
           "utime ÷ (utime + stime) of the timed c=16 and c=64 points.")
         w("")
