@@ -91,6 +91,11 @@ def paired_diff(runs, a, b, conc, key):
     return med(diffs)
 
 
+def user_share(runs, target):
+    """Median user-space share of the target's CPU over its c=16 and c=64 points."""
+    return med([r["user"] for c in (16, 64) for r in runs.get((target, c), [])])
+
+
 def fmt(x, spec=",.0f"):
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
@@ -184,7 +189,7 @@ def main():
         w("|---|---:|---:|---:|")
         for t in ("nginx", "bare", "bare-timers", "handoff"):
             if t in ir:
-                share = med([r["user"] for c in (16, 64) for r in runs.get((t, c), [])])
+                share = user_share(runs, t)
                 w(f"| {NAMES.get(t, t)} | {fmt(ir[t])} | "
                   f"{fmt(ir[t] / ir['nginx'] if 'nginx' in ir else float('nan'), '.2f')} | "
                   f"{fmt(share, '.2f')} |")
@@ -234,7 +239,7 @@ def main():
         # A timed point varies by 5-10 % here; instructions do not. Only user space differs,
         # so the CPU cost is the instruction ratio applied to handoff's user share.
         ratio = ir["handoff"] / ir["bare-timers"]
-        share = med([r["user"] for c in (16, 64) for r in runs.get(("handoff", c), [])])
+        share = user_share(runs, "handoff")
         est = 1 + (ratio - 1) * share if not math.isnan(share) else float("nan")
         row("diagnostics on vs off (handoff vs bare-timers), counted: ≤ 3% CPU per request",
             f"user-space instructions × {ratio:.3f}; with a user share of {fmt(share, '.2f')}, "
