@@ -23,6 +23,8 @@ struct Scenario {
     via: Via,
     /// Extra `[[upstream]]` keys (short timeouts).
     extra: &'static str,
+    /// `header_timeout`, `read_timeout` and `write_timeout`.
+    timeout: &'static str,
     /// Override the upstream address (TLS and DNS cases).
     address: Option<String>,
     /// Upload this many bytes with the request.
@@ -39,6 +41,7 @@ impl Scenario {
             mode,
             via: Via::Tcp,
             extra: "",
+            timeout: "400ms",
             address: None,
             upload: 0,
             exhaust_ports: false,
@@ -55,6 +58,10 @@ impl Scenario {
     }
     fn extra(mut self, extra: &'static str) -> Self {
         self.extra = extra;
+        self
+    }
+    fn timeout(mut self, timeout: &'static str) -> Self {
+        self.timeout = timeout;
         self
     }
     fn upload(mut self, bytes: usize) -> Self {
@@ -85,8 +92,9 @@ impl Scenario {
         let handoff = TestHandoff::start_toml(&format!(
             "[admin]\nlisten = \"{{ADMIN}}\"\n[annotate]\ndebug_token = \"sesame\"\n\
              [[upstream]]\nname = \"app\"\nlisten = \"127.0.0.1:{{PORT0}}\"\naddress = \"{address}\"\n\
-             connect_timeout = \"300ms\"\nheader_timeout = \"400ms\"\nread_timeout = \"400ms\"\nwrite_timeout = \"400ms\"\n{}",
-            self.extra
+             connect_timeout = \"300ms\"\nheader_timeout = \"{t}\"\nread_timeout = \"{t}\"\nwrite_timeout = \"{t}\"\n{}",
+            self.extra,
+            t = self.timeout,
         ))
         .unwrap();
         let reason = self.expect.reason;
@@ -330,6 +338,24 @@ async fn response_header_timeout() {
     )
     .run()
     .await;
+}
+
+/// Timers of a second or more run on tokio's timer wheel, shorter ones (every other test
+/// here) on pingora's fast timers (`fast_timeout_to_tokio_threshold_seconds`, server.rs):
+/// the long kind, which production's defaults use, fires and is named too.
+#[tokio::test(flavor = "multi_thread")]
+async fn response_header_timeout_of_a_second() {
+    let started = std::time::Instant::now();
+    Scenario::new(
+        Mode::StallHeader,
+        "response_header_timeout",
+        504,
+        "http_response_timeout",
+    )
+    .timeout("1s")
+    .run()
+    .await;
+    assert!(started.elapsed() >= Duration::from_secs(1));
 }
 
 /// Timers apply to unix-socket upstreams too.
