@@ -13,8 +13,6 @@
 //! - `header_deadline`: the client header deadline (slowloris) around each connection.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/failures`, the status page.
 //! - [`signals`], [`notify`]: SIGTERM drain, SIGHUP reload, systemd notifications.
-//! - [`probe`]: on-the-spot findings for a failure (sockets nearby, owners, listeners);
-//!   `sock_diag` lists TCP listeners over netlink.
 //! - [`faults`]: misbehaving upstreams, one per failure a real socket can produce.
 //! - [`demo`]: the `handoff demo` walk-through and `handoff faults`.
 //! - [`testing`]: start handoff in-process on free ports (used by tests and benches).
@@ -35,12 +33,10 @@ pub mod faults;
 mod header_deadline;
 pub mod logging;
 pub mod notify;
-pub mod probe;
 pub mod server;
 pub mod service;
 pub mod signals;
 pub mod snippet;
-mod sock_diag;
 pub mod state;
 pub mod testing;
 pub mod upstream;

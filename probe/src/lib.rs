@@ -1,5 +1,11 @@
-//! On-the-spot checks that turn a failure into a finding: what exists next to a missing
-//! socket, who may open a forbidden one, whether the refused port listens elsewhere.
+//! handoff-probe: on-the-spot checks of the host that turn a failure into a finding: what
+//! exists next to a missing socket, who may open a forbidden one, whether the refused port
+//! listens elsewhere.
+//!
+//! # Layout
+//!
+//! - this file: [`investigate`], the findings for one failure, and the checks behind them;
+//! - `sock_diag`: the TCP listeners, asked of the kernel over netlink.
 //!
 //! They run on the failure path only, read local state (no network), and their results are
 //! cached per upstream and reason for a second so that a failure storm costs one look.
@@ -12,6 +18,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use handoff_diag::{Failure, Reason};
+
+mod sock_diag;
 
 const CACHE_FOR: Duration = Duration::from_secs(1);
 
@@ -196,7 +204,7 @@ fn refused_port(next_hop: &str) -> Vec<String> {
         return Vec::new();
     };
     let port = addr.port();
-    let listeners = match crate::sock_diag::tcp_listeners() {
+    let listeners = match sock_diag::tcp_listeners() {
         Ok(listeners) => listeners,
         Err(e) => return vec![format!("the listening sockets could not be listed: {e}")],
     };
