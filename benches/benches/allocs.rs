@@ -4,21 +4,23 @@
 //! Run: `cargo bench -p handoff-benches --bench allocs` (prints a table; a few seconds).
 //! Under `cargo test --benches` it runs too, with fewer iterations.
 //!
-//! The success path should allocate only where pingora's API demands it (the
-//! `Box<HttpPeer>` that `upstream_peer` returns); everything else is a finding.
+//! The success path should not allocate at all: heads are parsed into a connection's
+//! reused buffers, the hooks only bump pre-resolved metric handles, and a generated
+//! request id lives on the stack. Any allocation here is a finding.
 #![allow(unsafe_code)] // a GlobalAlloc is unsafe by definition; it only counts and forwards.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use handoff::ctx::{new_request_id, Ctx, IdleClock};
-use handoff_benches::{success_path, upstream, Case};
-use handoff_diag::header::{X_REQUEST_ID, X_REQUEST_ID_TITLED};
+use handoff::diagnostics::new_request_id;
+use handoff_benches::{
+    diagnostics, request_head, response_head, success_path, upstream, Case, REQUEST_WITHOUT_ID,
+    REQUEST_WITH_ID, RESPONSE,
+};
 use handoff_diag::{classify, Annotation, DiagResponse, Exposure};
-use pingora::http::RequestHeader;
+use handoff_http1::{Limits, Method, RequestHead, ResponseHead};
 
 struct Counting;
 
@@ -51,22 +53,13 @@ static ALLOC: Counting = Counting;
 
 /// Allocations and bytes per call of `f`, averaged over `n` calls.
 fn count(n: u64, mut f: impl FnMut()) -> (f64, f64) {
-    f(); // first call may initialise lazies (IdleClock, thread-locals)
+    f(); // the first call may initialise lazies (thread-locals) and grow reused buffers
     let (a0, b0) = (ALLOCS.load(Relaxed), BYTES.load(Relaxed));
     for _ in 0..n {
         f();
     }
     let (a1, b1) = (ALLOCS.load(Relaxed), BYTES.load(Relaxed));
     ((a1 - a0) as f64 / n as f64, (b1 - b0) as f64 / n as f64)
-}
-
-/// Polls a future that completes without waiting (the prepared-peer path of `peer()`).
-fn ready<F: std::future::Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("the future waited"),
-    }
 }
 
 fn main() {
@@ -79,8 +72,6 @@ fn main() {
     let up = upstream();
     let m = &up.metrics;
     let d = Duration::from_micros(180);
-    let clock = IdleClock::global();
-    let now = Instant::now();
     let mut rows: Vec<(&str, (f64, f64))> = Vec::new();
 
     // Success path: metric calls.
@@ -102,75 +93,43 @@ fn main() {
         "metrics.in_flight (guard + drop)",
         count(n, || drop(black_box(m.in_flight()))),
     ));
-    // Success path: context bookkeeping.
-    rows.push((
-        "Ctx::new + drop",
-        count(n, || drop(black_box(Ctx::new(up.clone())))),
-    ));
+    // Success path: the heads and the hooks.
     rows.push((
         "new_request_id",
-        count(n, || drop(black_box(new_request_id()))),
-    ));
-    rows.push((
-        "IdleClock released + idle_for",
         count(n, || {
-            clock.released(42, now);
-            black_box(clock.idle_for(42, now));
+            black_box(new_request_id());
         }),
     ));
-    let mut generated_into = RequestHeader::build("GET", b"/", None).expect("request header");
+    let mut head = RequestHead::default();
+    let limits = Limits::default();
     rows.push((
-        "success path, nginx sent X-Request-Id",
-        count(n, || drop(black_box(success_path(&up, None)))),
-    ));
-    rows.push((
-        "success path, id generated",
+        "request head parse (reused)",
         count(n, || {
-            drop(black_box(success_path(&up, Some(&mut generated_into))))
+            let _ = black_box(head.parse(REQUEST_WITH_ID, &limits));
         }),
     ));
-    // Success path: what the hooks hand to pingora.
+    let mut resp = ResponseHead::default();
     rows.push((
-        "upstream.peer() (Box<HttpPeer> clone)",
-        count(n, || drop(black_box(ready(up.peer())))),
-    ));
-    // The generated id's way into the request header (request_filter), one step at a time.
-    let id = new_request_id();
-    let base = RequestHeader::build("GET", b"/", None).expect("request header");
-    let mut reused = base.clone();
-    reused
-        .insert_header(X_REQUEST_ID_TITLED, id.clone())
-        .expect("valid header");
-    rows.push((
-        "insert_header(HeaderName, id)",
+        "response head parse (reused)",
         count(n, || {
-            reused
-                .insert_header(X_REQUEST_ID, id.clone())
-                .expect("valid header");
+            let _ = black_box(resp.parse(RESPONSE, 65536, Method::Get));
         }),
     ));
-    rows.push((
-        "insert_header(\"X-Request-Id\", id)",
-        count(n, || {
-            reused
-                .insert_header(X_REQUEST_ID_TITLED, id.clone())
-                .expect("valid header");
-        }),
-    ));
-    rows.push((
-        "RequestHeader clone",
-        count(n, || drop(black_box(base.clone()))),
-    ));
-    rows.push((
-        "RequestHeader clone + first insert (grows)",
-        count(n, || {
-            let mut request = base.clone();
-            request
-                .insert_header(X_REQUEST_ID_TITLED, new_request_id())
-                .expect("valid header");
-            drop(black_box(request));
-        }),
-    ));
+    let (diag, up) = diagnostics();
+    let resp = response_head(RESPONSE);
+    let mut out = Vec::with_capacity(1024);
+    for (name, bytes) in [
+        ("success path, nginx sent X-Request-Id", REQUEST_WITH_ID),
+        ("success path, id generated", REQUEST_WITHOUT_ID),
+    ] {
+        let head = request_head(bytes);
+        rows.push((
+            name,
+            count(n, || {
+                success_path(&diag, &up, &head, bytes, &resp, &mut out)
+            }),
+        ));
+    }
     // Failure path, for reference.
     for case in Case::ALL {
         let err = case.error();

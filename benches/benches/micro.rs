@@ -3,8 +3,9 @@
 //! - `classify/*`: a pingora error plus evidence → a named failure (failure path only).
 //! - `respond/*`: the annotated response for each body format and exposure (failure path).
 //! - `metrics/*`: the success-path metric calls on pre-resolved handles.
-//! - `ctx/*`: the request-context bookkeeping of the success path, hook by hook, and the
-//!   whole sequence one successful request runs through.
+//! - `http1/*`: parsing a request and a response head as nginx and an app send them.
+//! - `hooks/*`: what handoff's diagnostics hooks do for one successful request, with
+//!   nginx's request id and with one generated.
 //!
 //! Run: `cargo bench -p handoff-benches --bench micro` (add `-- --quick` for a short run).
 
@@ -12,10 +13,13 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use handoff::ctx::{new_request_id, Ctx, IdleClock};
-use handoff_benches::{success_path, upstream, Case};
+use handoff::diagnostics::new_request_id;
+use handoff_benches::{
+    diagnostics, request_head, response_head, success_path, upstream, Case, REQUEST_WITHOUT_ID,
+    REQUEST_WITH_ID, RESPONSE,
+};
 use handoff_diag::{classify, Annotation, DiagResponse, Exposure};
-use pingora::http::RequestHeader;
+use handoff_http1::{Limits, Method, RequestHead, ResponseHead};
 
 // The binary under test uses jemalloc; so do the benchmarks.
 #[global_allocator]
@@ -88,34 +92,36 @@ fn bench_metrics(c: &mut Criterion) {
     g.finish();
 }
 
-fn bench_ctx(c: &mut Criterion) {
-    let mut g = c.benchmark_group("ctx");
-    let up = upstream();
-    let clock = IdleClock::global();
-    let now = Instant::now();
-    clock.released(42, now);
-    g.bench_function("new+drop", |b| {
-        b.iter(|| drop(black_box(Ctx::new(up.clone()))))
+fn bench_http1(c: &mut Criterion) {
+    let mut g = c.benchmark_group("http1");
+    let mut head = RequestHead::default();
+    let limits = Limits::default();
+    g.bench_function("request_head", |b| {
+        b.iter(|| head.parse(black_box(REQUEST_WITH_ID), &limits))
     });
-    g.bench_function("begin_attempt", |b| {
-        let mut ctx = Ctx::new(up.clone());
-        b.iter(|| black_box(&mut ctx).begin_attempt())
+    let mut resp = ResponseHead::default();
+    g.bench_function("response_head", |b| {
+        b.iter(|| resp.parse(black_box(RESPONSE), 65536, Method::Get))
     });
+    g.finish();
+}
+
+fn bench_hooks(c: &mut Criterion) {
+    let mut g = c.benchmark_group("hooks");
+    let (diag, up) = diagnostics();
+    let resp = response_head(RESPONSE);
+    let mut out = Vec::with_capacity(1024);
     g.bench_function("new_request_id", |b| b.iter(new_request_id));
     g.bench_function("instant_now", |b| b.iter(Instant::now));
-    g.bench_function("idle_clock/released", |b| {
-        b.iter(|| clock.released(black_box(42), black_box(now)))
-    });
-    g.bench_function("idle_clock/idle_for", |b| {
-        b.iter(|| clock.idle_for(black_box(42), black_box(now)))
-    });
-    g.bench_function("success_path/with_request_id", |b| {
-        b.iter(|| drop(black_box(success_path(&up, None))))
-    });
-    let mut request = RequestHeader::build("GET", b"/", None).expect("request header");
-    g.bench_function("success_path/generated_id", |b| {
-        b.iter(|| drop(black_box(success_path(&up, Some(&mut request)))))
-    });
+    for (name, bytes) in [
+        ("success_path/with_request_id", REQUEST_WITH_ID),
+        ("success_path/generated_id", REQUEST_WITHOUT_ID),
+    ] {
+        let head = request_head(bytes);
+        g.bench_function(name, |b| {
+            b.iter(|| success_path(&diag, &up, black_box(&head), bytes, &resp, &mut out))
+        });
+    }
     g.finish();
 }
 
@@ -130,6 +136,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_classify, bench_respond, bench_metrics, bench_ctx
+    targets = bench_classify, bench_respond, bench_metrics, bench_http1, bench_hooks
 }
 criterion_main!(benches);

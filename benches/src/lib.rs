@@ -9,12 +9,13 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use handoff::ctx::{new_request_id, Ctx, IdleClock};
+use handoff::conn::{Hooks, Outcome, Progress, Request};
+use handoff::diagnostics::Diagnostics;
+use handoff::state::Shared;
 use handoff::upstream::Upstream;
 use handoff_config::{ListenAddress, UpstreamAddress, UpstreamSettings};
-use handoff_diag::header::X_REQUEST_ID_TITLED;
 use handoff_diag::{classify, Evidence, Failure, Metrics, Phase, Timeouts, Verdict};
-use pingora::http::RequestHeader;
+use handoff_http1::{Limits, Method, Parsed, RequestHead, ResponseHead};
 use pingora_error::{BError, Error, ErrorType, RetryType};
 
 /// A representative failure, named after the reason it classifies to.
@@ -145,55 +146,76 @@ pub fn upstream() -> Arc<Upstream> {
         },
     );
     let handles = metrics.upstream("app").expect("registered");
-    Arc::new(Upstream::new(settings, handles).expect("a literal address"))
+    Arc::new(Upstream::new(settings, handles, 1, 1024).expect("a literal address"))
 }
 
-/// What the hooks of `proxy/src/service.rs` do with the context on a successful request on
-/// a reused upstream connection, minus pingora's own work. With `generated_into`, nginx
-/// sent no X-Request-Id (wrk does not; nginx with the snippet does) and handoff writes a new
-/// one into that request header. A header reused across calls has the field already, so
-/// the insert replaces it: the map never grows here, as it does once in a real request.
-pub fn success_path(up: &Arc<Upstream>, generated_into: Option<&mut RequestHeader>) -> Ctx {
-    let clock = IdleClock::global();
-    // new_ctx
-    let mut ctx = Ctx::new(up.clone());
-    // request_filter
-    if let Some(request) = generated_into {
-        request
-            .insert_header(X_REQUEST_ID_TITLED, new_request_id())
-            .expect("a valid header");
+/// A request head as nginx sends it with `handoff nginx-snippet` (with an
+/// `X-Request-Id`), and one without an id (handoff generates one).
+pub const REQUEST_WITH_ID: &[u8] = b"GET /api/orders?page=2 HTTP/1.1\r\nHost: app.example\r\nX-Request-Id: 5f2b0c9a1d3e4f60\r\nX-Real-IP: 203.0.113.7\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n";
+/// [`REQUEST_WITH_ID`] without the id.
+pub const REQUEST_WITHOUT_ID: &[u8] = b"GET /api/orders?page=2 HTTP/1.1\r\nHost: app.example\r\nX-Real-IP: 203.0.113.7\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n";
+/// A small response head, as an app sends it.
+pub const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 20\r\nDate: Wed, 02 Dec 2026 00:00:00 GMT\r\n\r\n";
+
+/// handoff's diagnostics over a process state like the default configuration's, and its
+/// one upstream.
+pub fn diagnostics() -> (Diagnostics, Arc<Upstream>) {
+    let settings =
+        handoff_config::from_str(handoff_config::DEFAULT_CONFIG, "bench").expect("the default");
+    let shared = Shared::new(settings).expect("the default builds");
+    let upstream = shared.upstreams[0].load_full();
+    (Diagnostics::new(shared), upstream)
+}
+
+/// `bytes` parsed as a request head.
+pub fn request_head(bytes: &[u8]) -> RequestHead {
+    let mut head = RequestHead::default();
+    assert_eq!(head.parse(bytes, &Limits::default()), Ok(Parsed::Complete));
+    head
+}
+
+/// `bytes` parsed as a response head to a GET.
+pub fn response_head(bytes: &[u8]) -> ResponseHead {
+    let mut head = ResponseHead::default();
+    assert_eq!(head.parse(bytes, 65536, Method::Get), Ok(Parsed::Complete));
+    head
+}
+
+/// What handoff's hooks do for one successful request on a reused upstream connection,
+/// the proxy loop's own work aside: `begin`, the field filter and added fields of the
+/// upstream head (written into `out`), `connected`, `response_head` and `done`.
+pub fn success_path(
+    diag: &Diagnostics,
+    upstream: &Arc<Upstream>,
+    head: &RequestHead,
+    buf: &[u8],
+    resp: &ResponseHead,
+    out: &mut Vec<u8>,
+) {
+    let start = Instant::now();
+    let req = Request { head, buf };
+    let mut p = Progress::new(start);
+    let mut rec = diag.begin(upstream, req, start);
+    out.clear();
+    for f in head.end_to_end(buf) {
+        if diag.forward(&rec, req, f) {
+            out.extend_from_slice(f.name.of(buf));
+        }
     }
-    // upstream_peer (without the peer clone, pingora's type)
-    ctx.begin_attempt();
-    // connected_to_upstream, reused
+    diag.add_fields(&rec, out);
+    p.begin_attempt(start);
+    p.phase = Phase::Request;
+    p.reused = true;
+    p.idle = Some(Duration::from_micros(150));
+    diag.connected(&mut rec, &p);
     let now = Instant::now();
-    ctx.phase = Phase::Request;
-    ctx.reused = true;
-    ctx.fd = 42;
-    ctx.request_written = Some(now);
-    ctx.idle = clock.idle_for(42, now);
-    ctx.upstream.metrics.connection_reused();
-    // upstream_response_filter
-    let now = Instant::now();
-    ctx.phase = Phase::ResponseHeader;
-    ctx.upstream.metrics.observe_header_bytes(117);
-    ctx.header_bytes = Some(117);
-    ctx.header_at = Some(now);
-    ctx.upstream_status = 200;
-    ctx.phase = Phase::ResponseBody;
-    ctx.upstream
-        .metrics
-        .observe_header(now.saturating_duration_since(ctx.start));
-    // upstream_response_body_filter
-    ctx.response_body_bytes += 20;
-    // logging
-    let now = Instant::now();
-    ctx.upstream.metrics.request_done(ctx.upstream_status);
-    ctx.upstream
-        .metrics
-        .observe_response(now.saturating_duration_since(ctx.start));
-    clock.released(ctx.fd, now);
-    ctx
+    p.header_at = Some(now);
+    p.header_bytes = Some(resp.len);
+    p.status = resp.status;
+    p.phase = Phase::ResponseBody;
+    diag.response_head(&mut rec, &p, resp, RESPONSE);
+    p.response_body_bytes = 20;
+    diag.done(rec, &p, req, Outcome::Relayed);
 }
 
 #[cfg(test)]
@@ -210,5 +232,22 @@ mod tests {
     #[test]
     fn upstream_builds() {
         assert_eq!(&*upstream().name, "app");
+    }
+
+    #[test]
+    fn the_success_path_counts_one_request() {
+        let (diag, up) = diagnostics();
+        let head = request_head(REQUEST_WITHOUT_ID);
+        let resp = response_head(RESPONSE);
+        let mut out = Vec::new();
+        success_path(&diag, &up, &head, REQUEST_WITHOUT_ID, &resp, &mut out);
+        assert!(
+            out.starts_with(b"Host"),
+            "the fields went through the filter"
+        );
+        assert!(
+            out.windows(14).any(|w| w == b"X-Request-Id: "),
+            "a generated id was added"
+        );
     }
 }

@@ -15,6 +15,26 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(5);
 /// from its first byte (from accept, for a connection's first request). nginx in front
 /// sends a header in one write; only a stalled or hostile client comes near this.
 pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// `[server] client_body_timeout`: the longest gap between two reads of a request body
+/// (nginx's `client_body_timeout`). A client that stalls its upload gets 408, counted as
+/// its own error: never the app's timeout.
+pub const DEFAULT_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// `[server] keepalive_timeout`: how long an idle keep-alive client connection is kept
+/// (nginx's default). nginx's own upstream keep-alive (60 s) closes first.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+/// `[server] keepalive_requests`: requests per client connection (nginx's default).
+pub const DEFAULT_KEEPALIVE_REQUESTS: u32 = 1000;
+/// `[server] send_timeout`: the longest gap between two writes to a client that stopped
+/// reading (nginx's `send_timeout`).
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// `[server] max_request_header_bytes`: the largest request head, as nginx's
+/// `large_client_header_buffers` (4 × 8 KiB).
+pub const DEFAULT_MAX_REQUEST_HEADER_BYTES: usize = 32 * 1024;
+/// Smallest `max_request_header_bytes` accepted.
+pub const MIN_REQUEST_HEADER_BYTES: usize = 1024;
+/// Largest `max_request_header_bytes` accepted (as for responses).
+pub const MAX_REQUEST_HEADER_BYTES: usize = 1_048_575;
+
 /// `[server] threads`: worker threads per listening service.
 pub const DEFAULT_THREADS: usize = 1;
 /// `[server] upstream_pool_size`: idle keep-alive connections kept to upstreams, in total.

@@ -33,6 +33,22 @@ pub struct ServerSettings {
     /// How long a client may take to send a request header; default
     /// [`DEFAULT_CLIENT_HEADER_TIMEOUT`] (10 s). The connection is answered 408 and closed.
     pub client_header_timeout: Duration,
+    /// Longest gap between two reads of a request body; default
+    /// [`DEFAULT_CLIENT_BODY_TIMEOUT`] (60 s). Answered 408: the client's fault, never the
+    /// app's.
+    pub client_body_timeout: Duration,
+    /// How long an idle keep-alive client connection is kept; default
+    /// [`DEFAULT_KEEPALIVE_TIMEOUT`] (75 s, nginx's). Zero: no keep-alive.
+    pub keepalive_timeout: Duration,
+    /// Requests served on one client connection before it is closed, at least 1 (0: no
+    /// limit); default [`DEFAULT_KEEPALIVE_REQUESTS`] (1000, nginx's).
+    pub keepalive_requests: u32,
+    /// Longest gap between two writes to a client that does not read; default
+    /// [`DEFAULT_SEND_TIMEOUT`] (60 s, nginx's `send_timeout`).
+    pub send_timeout: Duration,
+    /// Largest request head (request line, fields, blank line), in bytes; default
+    /// [`DEFAULT_MAX_REQUEST_HEADER_BYTES`] (32 KiB, nginx's 4 × 8k). Above it: 431.
+    pub max_request_header_bytes: usize,
     /// Worker threads, at least 1; default [`DEFAULT_THREADS`].
     pub threads: usize,
     /// Idle keep-alive upstream connections kept, at least 1; default
@@ -241,6 +257,11 @@ impl Default for ServerSettings {
         ServerSettings {
             grace_period: DEFAULT_GRACE_PERIOD,
             client_header_timeout: DEFAULT_CLIENT_HEADER_TIMEOUT,
+            client_body_timeout: DEFAULT_CLIENT_BODY_TIMEOUT,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            keepalive_requests: DEFAULT_KEEPALIVE_REQUESTS,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
+            max_request_header_bytes: DEFAULT_MAX_REQUEST_HEADER_BYTES,
             threads: DEFAULT_THREADS,
             upstream_pool_size: DEFAULT_UPSTREAM_POOL_SIZE,
             recent_failures: DEFAULT_RECENT_FAILURES,

@@ -100,6 +100,40 @@ fn server(report: &mut Report<'_>, raw: RawServer) -> ServerSettings {
             false,
         )
         .unwrap_or(DEFAULT_CLIENT_HEADER_TIMEOUT),
+        client_body_timeout: duration(
+            report,
+            "server.client_body_timeout",
+            raw.client_body_timeout,
+            false,
+        )
+        .unwrap_or(DEFAULT_CLIENT_BODY_TIMEOUT),
+        keepalive_timeout: duration(
+            report,
+            "server.keepalive_timeout",
+            raw.keepalive_timeout,
+            true,
+        )
+        .unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT),
+        keepalive_requests: count(
+            report,
+            "server.keepalive_requests",
+            raw.keepalive_requests,
+            0,
+            u32::MAX as usize,
+            "",
+        )
+        .map_or(DEFAULT_KEEPALIVE_REQUESTS, |n| n as u32),
+        send_timeout: duration(report, "server.send_timeout", raw.send_timeout, false)
+            .unwrap_or(DEFAULT_SEND_TIMEOUT),
+        max_request_header_bytes: count(
+            report,
+            "server.max_request_header_bytes",
+            raw.max_request_header_bytes,
+            MIN_REQUEST_HEADER_BYTES,
+            MAX_REQUEST_HEADER_BYTES,
+            "",
+        )
+        .unwrap_or(DEFAULT_MAX_REQUEST_HEADER_BYTES),
         threads: count(report, "server.threads", raw.threads, 1, usize::MAX, "")
             .unwrap_or(DEFAULT_THREADS),
         upstream_pool_size: count(

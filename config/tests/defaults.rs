@@ -20,6 +20,11 @@ fn default_config_is_the_documented_defaults() {
         server: ServerSettings {
             grace_period: DEFAULT_GRACE_PERIOD,
             client_header_timeout: DEFAULT_CLIENT_HEADER_TIMEOUT,
+            client_body_timeout: DEFAULT_CLIENT_BODY_TIMEOUT,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            keepalive_requests: DEFAULT_KEEPALIVE_REQUESTS,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
+            max_request_header_bytes: DEFAULT_MAX_REQUEST_HEADER_BYTES,
             threads: DEFAULT_THREADS,
             upstream_pool_size: DEFAULT_UPSTREAM_POOL_SIZE,
             recent_failures: DEFAULT_RECENT_FAILURES,

@@ -223,24 +223,14 @@ pub fn classify(err: &Error, mut ev: Evidence) -> Verdict {
     }))
 }
 
-/// The timer behind pingora's per-read timeout. The proxy sets that timer to
-/// min(header_timeout, read_timeout); the one whose value is the minimum fired (ties: the
-/// timer of the phase). Unconfigured (zero) timers are ignored.
+/// The timer behind a read timeout: the proxy loop times the response header with
+/// `header_timeout`, a deadline from the request's write, and the body with
+/// `read_timeout`, the longest gap between two reads. The phase says which one ran.
 fn read_timer(ev: &Evidence, phase: Phase) -> TimerFired {
-    let (h, r) = (ev.timeouts.header, ev.timeouts.read);
-    let timer = match (h.is_zero(), r.is_zero()) {
-        (false, true) => Timer::Header,
-        (true, false) => Timer::Read,
-        _ if h < r => Timer::Header,
-        _ if r < h => Timer::Read,
-        _ if phase == Phase::ResponseBody => Timer::Read,
-        _ => Timer::Header,
-    };
-    let after = match timer {
-        Timer::Header => h,
-        _ => r,
-    };
-    fired(timer, after)
+    match phase {
+        Phase::ResponseBody => fired(Timer::Read, ev.timeouts.read),
+        _ => fired(Timer::Header, ev.timeouts.header),
+    }
 }
 
 fn fired(timer: Timer, after: Duration) -> TimerFired {

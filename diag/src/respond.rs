@@ -150,6 +150,28 @@ impl DiagResponse {
         }
     }
 
+    /// handoff's answer to a request it refuses on the client's side, before any upstream
+    /// is involved: a malformed or oversized head (400, 414, 431), one too slow (408), a
+    /// method or coding it does not proxy (405, 501), a version it does not speak (505).
+    /// Nothing upstream failed, so it carries no `Proxy-Status` and no reason; the body
+    /// says what the status means. The connection closes after it.
+    pub fn refusal(status: StatusCode) -> DiagResponse {
+        let phrase = status.canonical_reason().unwrap_or("Bad Request");
+        let body = format!("{} {phrase}\n", status.as_u16());
+        DiagResponse {
+            status,
+            headers: vec![
+                (CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                (
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                ),
+                (CONTENT_LENGTH, HeaderValue::from(body.len())),
+            ],
+            body: Bytes::from(body),
+        }
+    }
+
     /// The value of a header, for tests and logs.
     pub fn header(&self, name: &HeaderName) -> Option<&HeaderValue> {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v)

@@ -58,7 +58,7 @@ pub enum BodyLength {
     /// No body.
     #[default]
     None,
-    /// Exactly this many bytes (`Content-Length`).
+    /// Exactly this many bytes (`Content-Length`; zero when the client said so).
     Length(u64),
     /// `Transfer-Encoding: chunked`.
     Chunked,
@@ -78,6 +78,13 @@ pub enum Parsed {
 pub struct Limits {
     /// The whole head (start line, fields, the blank line), in bytes.
     pub head_bytes: usize,
+}
+
+impl BodyLength {
+    /// Whether there are body bytes to read.
+    pub fn is_empty(self) -> bool {
+        matches!(self, BodyLength::None | BodyLength::Length(0))
+    }
 }
 
 impl Default for Limits {

@@ -303,7 +303,7 @@ impl RequestHead {
             (Some(_), true) => return Err(RequestError::LengthAndChunked),
             (_, true) if !http11 => return Err(RequestError::ChunkedHttp10),
             (_, true) => BodyLength::Chunked,
-            (Some(0), false) | (None, false) => BodyLength::None,
+            (None, false) => BodyLength::None,
             (Some(n), false) => BodyLength::Length(n),
         };
         self.expect_continue &= http11;

@@ -10,13 +10,18 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use std::io::IoSlice;
+
 use async_trait::async_trait;
 use handoff_diag::Filter;
 use http::{header, Response, StatusCode};
-use pingora::apps::http_app::ServeHttp;
-use pingora::protocols::http::ServerSession;
+use pingora::apps::ServerApp;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
 
-use crate::header_deadline::DeadlineStream;
+use crate::conn::io::write_all;
+use crate::conn::read::{Client, Head};
+use crate::conn::ClientLimits;
 use crate::state::Shared;
 
 mod history;
@@ -31,6 +36,8 @@ use snapshot::Snapshot;
 #[derive(Debug)]
 pub struct Admin {
     shared: Arc<Shared>,
+    /// The client side's limits and timers (`[server]`), as for the proxy's listeners.
+    limits: ClientLimits,
     /// The sampled counters behind the page's rates.
     history: Arc<History>,
 }
@@ -43,6 +50,7 @@ impl Admin {
     pub fn new(shared: Arc<Shared>) -> Self {
         Admin {
             history: History::start(&shared),
+            limits: ClientLimits::from(&shared.settings.load().server),
             shared,
         }
     }
@@ -110,23 +118,69 @@ impl Admin {
 }
 
 #[async_trait]
-impl ServeHttp for Admin {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        // Admin requests carry no body: the next read begins the next header.
-        if let Some(stream) = DeadlineStream::of(session.stream()) {
-            stream.header_read();
-            stream.request_done();
+impl ServerApp for Admin {
+    /// Serves admin requests on one connection with the proxy's own client reading (its
+    /// deadlines and limits), one response per request, keep-alive as the client asks.
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut client = Client::new(stream);
+        let mut out = Vec::new();
+        loop {
+            let Head::Ready(at) = client.read_head(&self.limits, &mut out, || {}).await else {
+                return None;
+            };
+            let head = &client.head;
+            let buf = client.input.held(at);
+            let method = http::Method::from_bytes(head.method.of(buf)).unwrap_or(http::Method::GET);
+            let target = String::from_utf8_lossy(head.target.of(buf));
+            let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+            let mut response = self.route(&method, path, query);
+            if method == http::Method::HEAD {
+                response.body_mut().clear();
+            }
+            // Admin requests carry no body; one that announces one ends the connection.
+            let keep = head.keep_alive() && head.body.is_empty() && !*shutdown.borrow();
+            out.clear();
+            head_bytes(&response, keep, &mut out);
+            let sent = write_all(
+                &mut client.stream,
+                &mut client.timer,
+                Some(self.limits.send_timeout),
+                &mut [IoSlice::new(&out), IoSlice::new(response.body())],
+            )
+            .await;
+            client.input.release_head();
+            client.served += 1;
+            client.idle_since = std::time::Instant::now();
+            if sent.is_err() || !keep {
+                return None;
+            }
         }
-        let req = session.req_header();
-        let method = req.method.clone();
-        let path = req.uri.path().to_owned();
-        let query = req.uri.query().unwrap_or("").to_owned();
-        let mut response = self.route(&method, &path, &query);
-        if method == http::Method::HEAD {
-            response.body_mut().clear();
-        }
-        response
     }
+}
+
+/// The status line and fields of an admin response.
+fn head_bytes(response: &Response<Vec<u8>>, keep: bool, out: &mut Vec<u8>) {
+    let status = response.status();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in response.headers() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(if keep {
+        b"Connection: keep-alive\r\n\r\n"
+    } else {
+        b"Connection: close\r\n\r\n"
+    });
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Vec<u8>> {

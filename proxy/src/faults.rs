@@ -89,6 +89,9 @@ pub enum Mode {
     BigHeader(usize),
     /// Reads the request, never answers.
     StallHeader,
+    /// Reads the request, then sends a valid header one byte every 100 ms: each read is
+    /// quick, the header as a whole never completes in time.
+    TrickleHeader,
     /// Sends a header with `Content-Length: 1000` and 10 bytes of body, then stalls.
     StallBody,
     /// Sends a header with `Content-Length: 1000` and 100 bytes of body, then closes.
@@ -193,6 +196,7 @@ impl Mode {
         Mode::HugeHeader(DEFAULT_HUGE_HEADER),
         Mode::BigHeader(DEFAULT_BIG_HEADER),
         Mode::StallHeader,
+        Mode::TrickleHeader,
         Mode::StallBody,
         Mode::CloseMidBody,
         Mode::ResetMidBody,
@@ -222,6 +226,7 @@ impl Mode {
             Mode::HugeHeader(_) => "huge-header",
             Mode::BigHeader(_) => "big-header",
             Mode::StallHeader => "stall-header",
+            Mode::TrickleHeader => "trickle-header",
             Mode::StallBody => "stall-body",
             Mode::CloseMidBody => "close-mid-body",
             Mode::ResetMidBody => "reset-mid-body",
@@ -252,6 +257,7 @@ impl Mode {
             Mode::HugeHeader(_) => "a 200 with a header section above handoff's limit (:SIZE)",
             Mode::BigHeader(_) => "a valid 200 with a header above nginx's 4k buffer (:SIZE)",
             Mode::StallHeader => "reads the request, never answers",
+            Mode::TrickleHeader => "sends its header a byte every 100 ms: never done in time",
             Mode::StallBody => "sends the header and 10 of 1000 body bytes, then stalls",
             Mode::CloseMidBody => "sends the header and 100 of 1000 body bytes, then closes",
             Mode::ResetMidBody => "sends the header and 100 of 1000 body bytes, then resets",
@@ -283,7 +289,7 @@ impl Mode {
             Mode::Reset => "reset_before_response",
             Mode::Garbage | Mode::TlsBytes | Mode::FastcgiBytes => "invalid_response_header",
             Mode::HugeHeader(_) => "response_header_too_large",
-            Mode::StallHeader => "response_header_timeout",
+            Mode::StallHeader | Mode::TrickleHeader => "response_header_timeout",
             Mode::StallBody => "body_read_timeout",
             Mode::CloseMidBody => "closed_mid_body",
             Mode::ResetMidBody => "reset_mid_body",
@@ -307,6 +313,9 @@ impl Mode {
         matches!(self, Mode::Reset | Mode::ResetMidBody | Mode::RejectBody)
     }
 }
+
+/// How often `trickle-header` sends a byte.
+const TRICKLE_EVERY: Duration = Duration::from_millis(100);
 
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -783,6 +792,18 @@ where
         Mode::StallHeader => {
             read_request(&mut c, stats).await?;
             c.drain_to_eof().await;
+            Ok(())
+        }
+        Mode::TrickleHeader => {
+            read_request(&mut c, stats).await?;
+            let header = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Trickle: {}\r\n\r\n",
+                "t".repeat(600)
+            );
+            for byte in header.bytes() {
+                c.write_all(&[byte]).await?;
+                tokio::time::sleep(TRICKLE_EVERY).await;
+            }
             Ok(())
         }
         Mode::StallBody => {

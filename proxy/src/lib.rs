@@ -6,11 +6,13 @@
 //!
 //! - [`cli`]: the command line (`run`, `check`, `demo`, `faults`, `nginx-snippet`).
 //! - [`server`]: assembles the pingora `Server` from validated settings.
-//! - [`service`]: the `ProxyHttp` hooks; records facts in [`ctx::Ctx`] and hands failures to
-//!   `handoff_diag`.
-//! - [`upstream`]: the runtime form of one `[[upstream]]` (peer template, timeouts, metrics).
+//! - [`conn`]: the life of a client connection, handoff's own HTTP/1 proxy loop on
+//!   pingora-core: read → attempt → respond → reuse, with its [`conn::Hooks`].
+//! - [`diagnostics`]: handoff's hooks: metrics, annotated answers, the log line,
+//!   `/failures`; failures go to `handoff_diag` for classification.
+//! - [`upstream`]: the runtime form of one `[[upstream]]` (peer template, timeouts, idle
+//!   pool, metrics) and the HTTP/1 protocol spoken to it.
 //! - [`state`]: what the services of one process share, and reload.
-//! - `header_deadline`: the client header deadline (slowloris) around each connection.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/failures`, the status page.
 //! - [`signals`], [`notify`]: SIGTERM drain, SIGHUP reload, systemd notifications.
 //! - [`faults`]: misbehaving upstreams, one per failure a real socket can produce.
@@ -27,14 +29,13 @@
 
 pub mod admin;
 pub mod cli;
-pub mod ctx;
+pub mod conn;
 pub mod demo;
+pub mod diagnostics;
 pub mod faults;
-mod header_deadline;
 pub mod logging;
 pub mod notify;
 pub mod server;
-pub mod service;
 pub mod signals;
 pub mod snippet;
 pub mod state;

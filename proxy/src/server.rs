@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use handoff_config::{ListenAddress, Settings};
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
-use crate::header_deadline::{ClientError, DeadlineApp, OnClientError};
-use crate::service::HandoffProxy;
+use crate::conn::{ClientLimits, ProxyApp};
+use crate::diagnostics::Diagnostics;
 use crate::state::Shared;
 use crate::upstream::UpstreamError;
 
@@ -59,18 +60,12 @@ impl Handoff {
         check_listeners(&settings)?;
         let conf = ServerConf {
             threads: settings.server.threads,
-            upstream_keepalive_pool_size: settings.server.upstream_pool_size,
             // handoff drains on its own (see `signals`): pingora's fixed sleep is only the
             // upper bound, and runtimes get one more second to wind down.
             grace_period_seconds: Some(settings.server.grace_period.as_secs_f64().ceil() as u64),
             graceful_shutdown_timeout_seconds: Some(1),
-            // pingora's cap counts attempts, not retries. Retries are decided per attempt in
-            // `error_while_proxy`, which asks for at most one.
-            max_retries: 2,
-            // Timers of a second or more on tokio's wheel, not pingora's fast timers: handoff's
-            // (read, write, pool idle, client keep-alive) are long and almost always cancelled,
-            // and tokio drops a cancelled timer at once where pingora keeps each until its
-            // deadline. 1.5 % fewer instructions per request (benches/RESULTS.md).
+            // The one pingora timer left, the connect timer, on tokio's wheel like handoff's
+            // own: pingora's fast timers keep a cancelled timer until its deadline.
             fast_timeout_to_tokio_threshold_seconds: Some(0),
             ..ServerConf::default()
         };
@@ -78,44 +73,15 @@ impl Handoff {
         server.bootstrap();
 
         let shared = Shared::new(settings.clone())?;
+        let limits = ClientLimits::from(&settings.server);
+        let hooks = Diagnostics::new(shared.clone());
         for (upstream, slot) in settings.upstreams.iter().zip(&shared.upstreams) {
-            let proxy = pingora::proxy::http_proxy(
-                &server.configuration,
-                HandoffProxy::new(slot.clone(), shared.clone()),
-            );
-            let slot = slot.clone();
-            let on_client_error: OnClientError = Arc::new(move |error| {
-                let upstream = slot.load();
-                upstream.metrics.client_error();
-                match error {
-                    ClientError::HeaderTimeout => tracing::info!(
-                        upstream = &*upstream.name,
-                        "a client did not send its request header within \
-                         client_header_timeout: answered 408 and closed"
-                    ),
-                    ClientError::BadHeader => tracing::debug!(
-                        upstream = &*upstream.name,
-                        "a connection closed part-way through a request header"
-                    ),
-                }
-            });
-            let mut service = Service::new(
-                format!("upstream {}", upstream.name),
-                DeadlineApp::new(
-                    proxy,
-                    settings.server.client_header_timeout,
-                    on_client_error,
-                ),
-            );
+            let app = ProxyApp::new(slot.clone(), hooks.clone(), limits);
+            let mut service = Service::new(format!("upstream {}", upstream.name), app);
             add_listener(&mut service, &upstream.listen);
             server.add_service(service);
         }
-        let admin_app = DeadlineApp::new(
-            Admin::new(shared.clone()),
-            settings.server.client_header_timeout,
-            Arc::new(|error| tracing::debug!(?error, "admin: client error")),
-        );
-        let mut admin = Service::new("admin".to_string(), admin_app);
+        let mut admin = Service::new("admin".to_string(), Admin::new(shared.clone()));
         add_listener(&mut admin, &settings.admin.listen);
         admin.threads = Some(1);
         server.add_service(admin);
@@ -150,16 +116,20 @@ impl Handoff {
     }
 }
 
-fn add_listener<A>(service: &mut Service<A>, listen: &ListenAddress) {
-    match listen {
-        ListenAddress::Tcp(addr) => service.add_tcp(&addr.to_string()),
+/// Adds `listen` to `service`, unbuffered (handoff's loop reads into its own buffers).
+pub fn add_listener<A>(service: &mut Service<A>, listen: &ListenAddress) {
+    let endpoint = match listen {
+        ListenAddress::Tcp(addr) => ListenerConfig::tcp(addr.to_string()),
         ListenAddress::Unix(path) => {
             use std::os::unix::fs::PermissionsExt;
             // nginx runs as another user: the socket must be writable by it.
             let perm = std::fs::Permissions::from_mode(0o666);
-            service.add_uds(&path.to_string_lossy(), Some(perm));
+            ListenerConfig::uds(path.to_string_lossy()).permissions(perm)
         }
-    }
+    };
+    // handoff reads into buffers of its own and writes whole messages: pingora's 64 KiB
+    // read buffer per connection (and its small write buffer) would only add a copy.
+    service.add_listener(endpoint.l4_buffer(L4BufferSettings::unbuffered()));
 }
 
 fn check_listeners(settings: &Settings) -> Result<(), StartError> {

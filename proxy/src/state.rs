@@ -51,12 +51,14 @@ impl Shared {
     pub fn new(settings: Settings) -> Result<Arc<Shared>, UpstreamError> {
         let names: Vec<&str> = settings.upstreams.iter().map(|u| u.name.as_str()).collect();
         let metrics = Metrics::new(&names, env!("CARGO_PKG_VERSION"));
+        let (threads, pool_size) = (settings.server.threads, settings.server.upstream_pool_size);
         let upstreams = settings
             .upstreams
             .iter()
             .map(|u| {
                 let handles = metrics.upstream(&u.name).expect("registered above");
-                Upstream::new(u.clone(), handles).map(|u| Arc::new(ArcSwap::from_pointee(u)))
+                Upstream::new(u.clone(), handles, threads, pool_size)
+                    .map(|u| Arc::new(ArcSwap::from_pointee(u)))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Arc::new(Shared {
@@ -96,7 +98,13 @@ impl Shared {
             .iter()
             .map(|u| {
                 let handles = self.metrics.upstream(&u.name).expect("same upstream names");
-                Upstream::new(u.clone(), handles)
+                let server = &settings.server;
+                Upstream::new(
+                    u.clone(),
+                    handles,
+                    server.threads,
+                    server.upstream_pool_size,
+                )
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(ReloadError::Upstream)?;

@@ -1,20 +1,38 @@
-//! The runtime form of one `[[upstream]]`: its peer template, timeouts and metric handles.
+//! The runtime form of one `[[upstream]]`: where it is, how long each of its waits may
+//! take, its idle connections and its metric handles.
 //!
-//! Everything here is computed once at start-up (or on reload) so that the request path only
-//! clones a prepared [`HttpPeer`] and bumps pre-resolved metric handles.
+//! Everything here is computed once at start-up (or on reload), so that the request path
+//! only reads prepared values: a peer template to connect with, timeouts as `Duration`s,
+//! pre-resolved metric handles.
+//!
+//! # Layout
+//!
+//! - this file: [`Upstream`] and how a connection to it is made;
+//! - `pool`: its idle keep-alive connections;
+//! - `http1`: the HTTP/1 protocol the proxy loop speaks to it (the seam where FastCGI
+//!   joins).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwapOption;
 use handoff_config::{UpstreamAddress, UpstreamSettings};
 use handoff_diag::{Timeouts, UpstreamMetrics, DNS_FAILED};
+use pingora::connectors::TransportConnector;
+use pingora::protocols::Stream;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::{parse_x509, WrappedX509};
 use pingora::{Error, Result};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::CertificateDer;
 
-/// One upstream as the proxy uses it. Immutable: a reload builds a new one and swaps it in.
+pub(crate) mod http1;
+pub(crate) mod pool;
+
+use pool::Pool;
+
+/// One upstream as the proxy uses it. Immutable: a reload builds a new one and swaps it in
+/// (its idle connections go with the old one).
 #[derive(Debug)]
 pub struct Upstream {
     /// The validated settings it was built from.
@@ -27,8 +45,9 @@ pub struct Upstream {
     pub timeouts: Timeouts,
     /// Pre-resolved metric handles for this upstream.
     pub metrics: UpstreamMetrics,
-    /// pingora applies one per-read timer to both the response header and body; this is it.
-    pub read_timer: Duration,
+    /// The `Host` sent for an HTTP/1.0 request that carried none.
+    pub(crate) default_host: Box<[u8]>,
+    pub(crate) pool: Arc<Pool>,
     peer: ArcSwapOption<HttpPeer>,
 }
 
@@ -51,11 +70,14 @@ pub enum UpstreamError {
 
 impl Upstream {
     /// Builds the runtime upstream; resolves a host name once, now (like nginx's static
-    /// upstreams). If resolution fails here it is retried per request until it succeeds, and
-    /// each failure is reported as `dns_failed`.
+    /// upstreams). If resolution fails here it is retried per connection until it succeeds,
+    /// and each failure is reported as `dns_failed`. `threads` and `pool_size` size the
+    /// idle pool.
     pub fn new(
         settings: UpstreamSettings,
         metrics: UpstreamMetrics,
+        threads: usize,
+        pool_size: usize,
     ) -> Result<Self, UpstreamError> {
         let name: Arc<str> = Arc::from(settings.name.as_str());
         let next_hop: Arc<str> = Arc::from(settings.address.to_string().as_str());
@@ -65,13 +87,19 @@ impl Upstream {
             read: settings.read_timeout,
             write: settings.write_timeout,
         };
-        let read_timer = settings.header_timeout.min(settings.read_timeout);
+        let default_host = match &settings.address {
+            UpstreamAddress::Tcp { host, port } | UpstreamAddress::Tls { host, port, .. } => {
+                format!("{host}:{port}")
+            }
+            UpstreamAddress::Unix(_) => "localhost".to_owned(),
+        };
         let upstream = Upstream {
             name,
             next_hop,
             timeouts,
             metrics,
-            read_timer,
+            default_host: default_host.into_bytes().into(),
+            pool: Arc::new(Pool::new(threads, pool_size, settings.pool_idle_timeout)),
             peer: ArcSwapOption::empty(),
             settings,
         };
@@ -94,10 +122,20 @@ impl Upstream {
         Ok(upstream)
     }
 
-    /// The peer for one attempt: a clone of the prepared template.
-    pub async fn peer(&self) -> Result<Box<HttpPeer>> {
-        if let Some(peer) = self.peer.load().as_deref() {
-            return Ok(Box::new(peer.clone()));
+    /// A new connection (TCP, unix or TLS), within `connect_timeout`.
+    ///
+    /// pingora's connect future is some 8 KiB (the TLS handshake's state): boxed, it costs
+    /// an allocation per new connection instead of those bytes in every client
+    /// connection's future, idle ones included.
+    pub(crate) async fn connect(&self) -> Result<Stream> {
+        let peer = self.peer().await?;
+        Box::pin(connector().new_stream(&*peer)).await
+    }
+
+    /// The peer to connect to: prepared at start-up, or resolved now if that failed.
+    async fn peer(&self) -> Result<Arc<HttpPeer>> {
+        if let Some(peer) = self.peer.load_full() {
+            return Ok(peer);
         }
         let (host, port) = match &self.settings.address {
             UpstreamAddress::Tcp { host, port } | UpstreamAddress::Tls { host, port, .. } => {
@@ -117,7 +155,7 @@ impl Upstream {
             .map_err(|e| Error::explain(DNS_FAILED, e.to_string()))?;
         let peer = Arc::new(peer);
         self.peer.store(Some(peer.clone()));
-        Ok(Box::new(peer.as_ref().clone()))
+        Ok(peer)
     }
 
     fn inet_peer(&self, addr: SocketAddr) -> Result<HttpPeer, UpstreamError> {
@@ -142,12 +180,9 @@ impl Upstream {
     }
 
     fn with_options(&self, mut peer: HttpPeer) -> HttpPeer {
-        let s = &self.settings;
-        peer.options.connection_timeout = Some(s.connect_timeout);
-        peer.options.read_timeout = Some(self.read_timer);
-        peer.options.write_timeout = Some(s.write_timeout);
-        // `Some(0)` disables pooling in pingora, which is what `pool_idle_timeout = "0s"` means.
-        peer.options.idle_timeout = Some(s.pool_idle_timeout);
+        // The connect (and TLS handshake) timer is pingora's; every later wait is the
+        // proxy loop's own.
+        peer.options.connection_timeout = Some(self.settings.connect_timeout);
         peer
     }
 
@@ -158,16 +193,22 @@ impl Upstream {
             detail,
         };
         let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let certs: Vec<WrappedX509> = pem_certificates(&pem)
-            .map_err(err)?
-            .into_iter()
-            .map(|der| WrappedX509::new(der, parse_x509))
-            .collect();
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .map(|der| der.map(|der| WrappedX509::new(der.to_vec(), parse_x509)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| err(format!("not a PEM certificate file: {e}")))?;
         if certs.is_empty() {
             return Err(err("no certificate in file".into()));
         }
         Ok(certs)
     }
+}
+
+/// The one connector of the process: it holds the TLS client configuration (the system's
+/// roots), built on first use.
+fn connector() -> &'static TransportConnector {
+    static CONNECTOR: OnceLock<TransportConnector> = OnceLock::new();
+    CONNECTOR.get_or_init(|| TransportConnector::new(None))
 }
 
 fn resolve_now(address: &UpstreamAddress) -> Option<SocketAddr> {
@@ -180,61 +221,5 @@ fn resolve_now(address: &UpstreamAddress) -> Option<SocketAddr> {
             (host.as_str(), *port).to_socket_addrs().ok()?.next()
         }
         UpstreamAddress::Unix(_) => None,
-    }
-}
-
-/// The DER bodies of the `CERTIFICATE` blocks of a PEM file.
-fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    let text = std::str::from_utf8(pem).map_err(|_| "not a PEM text file".to_string())?;
-    let mut out = Vec::new();
-    let mut body: Option<String> = None;
-    for line in text.lines().map(str::trim) {
-        match (line, body.as_mut()) {
-            ("-----BEGIN CERTIFICATE-----", None) => body = Some(String::new()),
-            ("-----END CERTIFICATE-----", Some(b64)) => {
-                out.push(base64_decode(b64).ok_or("invalid base64 in certificate")?);
-                body = None;
-            }
-            (l, Some(b64)) => b64.push_str(l),
-            _ => {}
-        }
-    }
-    Ok(out)
-}
-
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let value = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=').collect();
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let mut acc = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            acc |= value(c)? << (18 - 6 * i);
-        }
-        let n = chunk.len().saturating_sub(1);
-        out.extend_from_slice(&acc.to_be_bytes()[1..1 + n]);
-    }
-    Some(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_round_trips_known_values() {
-        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
-        assert_eq!(base64_decode("aGk=").unwrap(), b"hi");
-        assert_eq!(base64_decode("YWJj").unwrap(), b"abc");
-        assert!(base64_decode("a$==").is_none());
     }
 }

@@ -155,6 +155,11 @@ async fn twenty_thousand_keepalive_requests_without_a_failure() {
                 let r = r.unwrap_or_else(|e| panic!("client {client} request {i}: {e}"));
                 assert_eq!(r.status, 200, "client {client} request {i}: {r:?}");
                 ok.fetch_add(1, Ordering::Relaxed);
+                // At `keepalive_requests` handoff answers `Connection: close`, as nginx
+                // does; the client then opens a new connection.
+                if r.header("connection") == Some("close") {
+                    c = Client::connect(addr).await.unwrap();
+                }
             }
         }));
     }

@@ -201,9 +201,11 @@ async fn load_with_faults_loses_nothing_and_leaks_nothing() {
                             if r.status == 200 && body.contains(&own) {
                                 seen[i as usize].fetch_add(1, Ordering::Relaxed);
                                 tally.app_ok.fetch_add(1, Ordering::Relaxed);
-                                if keep_alive {
+                                // A connection at `keepalive_requests` is answered with
+                                // `Connection: close`, as nginx does: reconnect.
+                                if keep_alive && r.header("connection") != Some("close") {
                                     *conn = Some(c);
-                                } else {
+                                } else if !keep_alive {
                                     c.until_closed(CLOSE_WITHIN).await;
                                 }
                             } else {

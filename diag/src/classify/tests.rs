@@ -374,19 +374,21 @@ fn request_write() {
     assert_eq!(reason(&h, Phase::Request), Reason::RequestWriteFailed);
 }
 
-/// pingora's per-read timer is min(header, read): the smaller configured timer is named.
+/// The header is timed by `header_timeout` (a deadline) and the body by `read_timeout` (a
+/// gap): the phase names the timer, whatever the two values.
 #[test]
 fn read_timeouts_name_the_timer() {
     let header = Error::explain(ReadTimedout, "while reading response headers").into_up();
     let body = Error::explain(ReadTimedout, "reading body, timeout: 800ms").into_up();
     let secs = Duration::from_secs;
+    let header_timeout = Reason::ResponseHeaderTimeout;
     let cases = [
         (
             &header,
             Phase::Request,
             30,
             55,
-            Reason::ResponseHeaderTimeout,
+            header_timeout,
             Timer::Header,
             30,
         ),
@@ -395,55 +397,55 @@ fn read_timeouts_name_the_timer() {
             Phase::Request,
             55,
             10,
-            Reason::ResponseHeaderTimeout,
-            Timer::Read,
-            10,
-        ),
-        (
-            &header,
-            Phase::Request,
-            55,
-            55,
-            Reason::ResponseHeaderTimeout,
+            header_timeout,
             Timer::Header,
             55,
         ),
         (
             &header,
             Phase::ResponseHeader,
-            0,
-            20,
-            Reason::ResponseHeaderTimeout,
-            Timer::Read,
-            20,
-        ),
-        (
-            &body,
-            Phase::ResponseBody,
             55,
             55,
-            Reason::BodyReadTimeout,
-            Timer::Read,
-            55,
-        ),
-        (
-            &body,
-            Phase::ResponseBody,
-            5,
-            55,
-            Reason::BodyReadTimeout,
+            header_timeout,
             Timer::Header,
+            55,
+        ),
+        (
+            &header,
+            Phase::ResponseHeader,
+            20,
             5,
+            header_timeout,
+            Timer::Header,
+            20,
+        ),
+        (
+            &body,
+            Phase::ResponseBody,
+            55,
+            55,
+            Reason::BodyReadTimeout,
+            Timer::Read,
+            55,
+        ),
+        (
+            &body,
+            Phase::ResponseBody,
+            5,
+            55,
+            Reason::BodyReadTimeout,
+            Timer::Read,
+            55,
         ),
         // The body context alone marks the body phase.
         (
             &body,
             Phase::Request,
             55,
-            55,
+            30,
             Reason::BodyReadTimeout,
             Timer::Read,
-            55,
+            30,
         ),
     ];
     for (e, phase, h, r, want, timer, after) in cases {

@@ -150,7 +150,8 @@ fn framing_is_unambiguous_or_refused() {
     let body = parse(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n").unwrap();
     assert_eq!(body.body, BodyLength::Length(12));
     let empty = parse(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n").unwrap();
-    assert_eq!(empty.body, BodyLength::None);
+    assert_eq!(empty.body, BodyLength::Length(0));
+    assert!(empty.body.is_empty());
     let chunked =
         parse(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n").unwrap();
     assert_eq!(chunked.body, BodyLength::Chunked);
