@@ -41,52 +41,59 @@ pub(crate) fn from_str(text: &str, origin: &str) -> Result<Settings, ConfigError
     })
 }
 
-/// [`Settings::single`]: defaults plus one upstream from command-line strings.
-pub(crate) fn single(
-    listen_text: &str,
-    upstream_text: &str,
-    admin_text: Option<&str>,
-) -> Result<Settings, ConfigError> {
-    let mut report = Report::new(COMMAND_LINE, "");
-    let admin = match admin_text.map(parse_listen) {
-        None => AdminSettings::default(),
-        Some(Ok(listen)) => AdminSettings { listen },
-        Some(Err(message)) => {
-            report.error("--admin", None, message);
-            AdminSettings::default()
-        }
-    };
-    let listen = match parse_listen(listen_text) {
-        Ok(listen) if listeners_collide(&listen, &admin.listen) => {
-            let message = format!("{listen} is also the admin listener's address");
-            report.error("--listen", None, message);
-            None
-        }
-        Ok(listen) => Some(listen),
-        Err(message) => {
-            report.error("--listen", None, message);
-            None
-        }
-    };
-    let address = parse_upstream(upstream_text)
-        .map_err(|message| report.error("--upstream", None, message))
-        .ok();
-    let warnings = report.finish()?;
-    let (Some(listen), Some(address)) = (listen, address) else {
-        unreachable!("a missing value was reported as an error");
-    };
-    Ok(Settings {
-        server: ServerSettings::default(),
-        admin,
-        annotate: AnnotateSettings::default(),
-        log: LogSettings::default(),
-        upstreams: vec![UpstreamSettings::new(
-            DEFAULT_UPSTREAM_NAME,
-            listen,
-            address,
-        )],
-        warnings,
-    })
+impl Settings {
+    /// Defaults plus one upstream named "app": for `handoff run --listen A --upstream B
+    /// [--admin C]` / `HANDOFF_LISTEN` / `HANDOFF_UPSTREAM` [/ `HANDOFF_ADMIN`].
+    ///
+    /// The strings are validated like the file keys `listen`, `address` and `[admin]
+    /// listen`; problems name the flags and have the origin `command line`. Without
+    /// `admin`, the admin listener keeps its default (127.0.0.1:9180).
+    pub fn single(
+        listen_text: &str,
+        upstream_text: &str,
+        admin_text: Option<&str>,
+    ) -> Result<Settings, ConfigError> {
+        let mut report = Report::new(COMMAND_LINE, "");
+        let admin = match admin_text.map(parse_listen) {
+            None => AdminSettings::default(),
+            Some(Ok(listen)) => AdminSettings { listen },
+            Some(Err(message)) => {
+                report.error("--admin", None, message);
+                AdminSettings::default()
+            }
+        };
+        let listen = match parse_listen(listen_text) {
+            Ok(listen) if listeners_collide(&listen, &admin.listen) => {
+                let message = format!("{listen} is also the admin listener's address");
+                report.error("--listen", None, message);
+                None
+            }
+            Ok(listen) => Some(listen),
+            Err(message) => {
+                report.error("--listen", None, message);
+                None
+            }
+        };
+        let address = parse_upstream(upstream_text)
+            .map_err(|message| report.error("--upstream", None, message))
+            .ok();
+        let warnings = report.finish()?;
+        let (Some(listen), Some(address)) = (listen, address) else {
+            unreachable!("a missing value was reported as an error");
+        };
+        Ok(Settings {
+            server: ServerSettings::default(),
+            admin,
+            annotate: AnnotateSettings::default(),
+            log: LogSettings::default(),
+            upstreams: vec![UpstreamSettings::new(
+                DEFAULT_UPSTREAM_NAME,
+                listen,
+                address,
+            )],
+            warnings,
+        })
+    }
 }
 
 fn server(report: &mut Report<'_>, raw: RawServer) -> ServerSettings {
