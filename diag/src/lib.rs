@@ -53,7 +53,9 @@ pub mod respond;
 pub use classify::{classify, Failure, Verdict, DNS_FAILED, HEADER_TOO_LARGE, NO_HEALTHY_UPSTREAM};
 pub use evidence::{Errno, Evidence, Timeouts, Timer, TimerFired};
 pub use hint::{sniff, Hint};
-pub use metrics::{InFlightGuard, Metrics, UpstreamMetrics, METRIC_NAMES};
+pub use metrics::{
+    HistogramReading, InFlightGuard, Metrics, UpstreamMetrics, UpstreamReading, METRIC_NAMES,
+};
 pub use reason::{Phase, Reason};
 pub use recent::{FailureRecord, Filter, RecentFailures};
 pub use respond::{valid_request_id, Annotation, DiagResponse, Exposure};
