@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use handoff::testing::{free_port, TestHandoff};
+use handoff::testing::client::get;
+use handoff::testing::{free_port, metric_value, TestHandoff};
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -93,6 +94,47 @@ fn metrics_doc_matches_what_is_served() {
         .map(|s| s.to_string())
         .collect();
     assert_eq!(named, served);
+}
+
+/// `/metrics` serves the prometheus process collector after handoff's own families, with
+/// live values, and docs/metrics.md's process table lists exactly the families served.
+#[tokio::test(flavor = "multi_thread")]
+async fn process_metrics_are_served_and_documented() {
+    let handoff = TestHandoff::start_toml(
+        "[admin]\nlisten = \"{ADMIN}\"\n[[upstream]]\nname = \"app\"\nlisten = \"127.0.0.1:{PORT0}\"\naddress = \"127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let response = get(handoff.admin(), "/metrics").await.unwrap();
+    assert_eq!(response.status, 200);
+    let text = String::from_utf8(response.body).unwrap();
+    let served: BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE process_"))
+        .filter_map(|l| l.split(' ').next())
+        .map(|name| format!("process_{name}"))
+        .collect();
+    let documented: BTreeSet<String> = read("docs/metrics.md")
+        .lines()
+        .filter(|l| l.starts_with("| `process_"))
+        .filter_map(|l| l.split('`').nth(1))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(served, documented);
+    let value = |name: &str| metric_value(&text, name, &[]).unwrap_or_else(|| panic!("{name}"));
+    // This test process holds at least the listeners and the connection just accepted.
+    let open = value("process_open_fds");
+    assert!(open >= 3.0, "{open}");
+    assert!(value("process_max_fds") >= open);
+    assert!(value("process_resident_memory_bytes") > 1e6);
+    assert!(value("process_threads") >= 2.0);
+    // handoff's own families come first and are all there.
+    let first_process = text.find("# HELP process_").unwrap();
+    for name in handoff_diag::METRIC_NAMES {
+        let at = text
+            .find(&format!("# TYPE {name} "))
+            .unwrap_or_else(|| panic!("{name}"));
+        assert!(at < first_process, "{name}");
+    }
 }
 
 fn yaml(path: &str) -> Vec<serde_yaml::Value> {
