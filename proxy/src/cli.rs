@@ -89,7 +89,7 @@ pub fn main() -> ExitCode {
         Some(Command::Faults(args)) => crate::demo::faults(args),
         Some(Command::NginxSnippet(args)) => match load(args.config.as_deref()) {
             Ok(settings) => {
-                print!("{}", crate::snippet::nginx_snippet(&settings));
+                print!("{}", crate::nginx_conf::snippet(&settings));
                 ExitCode::SUCCESS
             }
             Err(code) => code,

@@ -207,11 +207,6 @@ fn kubernetes_and_compose_files_have_the_expected_shape() {
 /// `handoff nginx-snippet` writes configuration nginx accepts (`nginx -t`).
 #[test]
 fn nginx_snippet_passes_nginx_t() {
-    let nginx = std::env::var("HANDOFF_NGINX").unwrap_or_else(|_| "/usr/sbin/nginx".into());
-    assert!(
-        Path::new(&nginx).exists(),
-        "{nginx} is missing: run scripts/test, which installs nginx"
-    );
     let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
         .args(["nginx-snippet", "-c"])
         .arg(repo("deploy/handoff.toml"))
@@ -221,7 +216,6 @@ fn nginx_snippet_passes_nginx_t() {
     let snippet = String::from_utf8(out.stdout).unwrap();
     let (http_part, locations) =
         snippet.split_at(snippet.find("location /").expect("a location block"));
-    let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     // Each upstream's location goes in its own server, as on separate sites.
     let servers: String = locations
@@ -235,8 +229,20 @@ fn nginx_snippet_passes_nginx_t() {
             )
         })
         .collect();
+    nginx_t(&format!(" access_log off;\n{http_part}\n{servers}"));
+}
+
+/// Asserts that nginx accepts `http` as the contents of its http{} block (`nginx -t`), with
+/// every path it writes (temp files, `/var/log/nginx/`) in a temporary directory.
+fn nginx_t(http: &str) {
+    let nginx = std::env::var("HANDOFF_NGINX").unwrap_or_else(|_| "/usr/sbin/nginx".into());
+    assert!(
+        Path::new(&nginx).exists(),
+        "{nginx} is missing: run scripts/test, which installs nginx"
+    );
+    let dir = tempfile::tempdir().unwrap();
     let conf = format!(
-        "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n access_log off;\n client_body_temp_path {d};\n proxy_temp_path {d};\n fastcgi_temp_path {d};\n uwsgi_temp_path {d};\n scgi_temp_path {d};\n{http_part}\n{servers}}}\n",
+        "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n client_body_temp_path {d};\n proxy_temp_path {d};\n fastcgi_temp_path {d};\n uwsgi_temp_path {d};\n scgi_temp_path {d};\n{http}}}\n",
         d = dir.path().display()
     );
     let conf = conf.replace("/var/log/nginx/", &format!("{}/", dir.path().display()));
@@ -252,6 +258,39 @@ fn nginx_snippet_passes_nginx_t() {
         "nginx -t: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `deploy/nginx/handoff.conf` is what handoff's nginx template writes for
+/// `deploy/handoff.toml` (`HANDOFF_UPDATE_DEPLOY=1` rewrites it), and nginx accepts it:
+/// `nginx -t` on it inside an http{} with the log format, as the file's head says to
+/// install it.
+#[test]
+fn deploy_nginx_conf_is_the_generated_one() {
+    let example = handoff_config::from_str(&read("deploy/handoff.toml"), "deploy/handoff.toml")
+        .expect("the example config is valid");
+    let generated = handoff::nginx_conf::site_file(&example);
+    if std::env::var_os("HANDOFF_UPDATE_DEPLOY").is_some() {
+        std::fs::write(repo("deploy/nginx/handoff.conf"), &generated).unwrap();
+    }
+    let file = read("deploy/nginx/handoff.conf");
+    assert!(
+        file == generated,
+        "deploy/nginx/handoff.conf differs from what proxy/src/nginx_conf.rs writes for \
+         deploy/handoff.toml; HANDOFF_UPDATE_DEPLOY=1 cargo test -p handoff --test deploy_files \
+         rewrites it. Generated:\n{generated}"
+    );
+    for upstream in &example.upstreams {
+        assert!(
+            file.contains(&format!(
+                "upstream handoff_{} {{\n    server {};",
+                upstream.name, upstream.listen
+            )),
+            "{}",
+            upstream.name
+        );
+    }
+
+    nginx_t(&format!("{}\n{file}", read("deploy/nginx/log_format.conf")));
 }
 
 /// The container's command: a non-root uid, only environment configuration (the image's
