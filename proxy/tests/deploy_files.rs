@@ -137,6 +137,121 @@ async fn process_metrics_are_served_and_documented() {
     }
 }
 
+/// The dashboard selects by `$job` and `$instance` variables, never by a hard-coded job, so
+/// a scrape job of another name (`kubernetes-pods`) fills every panel: `job` comes before
+/// `instance` (Grafana resolves variables in order), `instance` is found within `$job`, and
+/// every query with a selector carries both.
+#[test]
+fn dashboard_selects_by_job_and_instance_variables() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/handoff.json")).unwrap();
+    let vars = dashboard["templating"]["list"].as_array().unwrap();
+    let position = |name: &str| {
+        vars.iter()
+            .position(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no ${name} variable"))
+    };
+    let (job, instance, upstream) = (position("job"), position("instance"), position("upstream"));
+    assert!(job < instance && instance < upstream);
+    let query = |i: usize| vars[i]["query"]["query"].as_str().unwrap().to_owned();
+    assert_eq!(query(job), "label_values(handoff_build_info, job)");
+    assert!(
+        query(instance).contains(r#"{job=~"$job"}"#),
+        "{}",
+        query(instance)
+    );
+    assert!(query(upstream).contains(r#"job=~"$job", instance=~"$instance""#));
+    for i in [job, instance] {
+        assert_eq!(vars[i]["type"], "query");
+        assert_eq!(vars[i]["multi"], true);
+        // All is the jobs and instances found, not `.*`: `up` has every target's series.
+        assert!(vars[i]["allValue"].is_null(), "{}", vars[i]["name"]);
+    }
+
+    fn exprs(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    match v.as_str() {
+                        Some(expr) if k == "expr" => out.push(expr.to_owned()),
+                        _ => exprs(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| exprs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    exprs(&dashboard["panels"], &mut all);
+    assert!(all.len() > 20, "{all:?}");
+    for expr in all.iter().filter(|e| e.contains('{')) {
+        assert!(!expr.contains("job=\""), "a hard-coded job: {expr}");
+        for selector in expr.split('{').skip(1) {
+            let labels = &selector[..selector.find('}').unwrap_or(selector.len())];
+            assert!(
+                labels.contains(r#"job=~"$job""#) && labels.contains(r#"instance=~"$instance""#),
+                "{expr}"
+            );
+        }
+    }
+}
+
+/// The systemd unit: `Type=notify` with `notify-reload` offered for systemd 253 and newer,
+/// the address families handoff uses (netlink for the `connect_refused` listener hint), no
+/// restart for the exit statuses of a bad config (`handoff::cli`'s), and nothing for
+/// `systemd-analyze verify` to complain about.
+#[test]
+fn systemd_unit_allows_netlink_and_does_not_restart_a_bad_config() {
+    use handoff::cli::{EXIT_CONFIG, EXIT_NO_INPUT};
+
+    let unit = read("deploy/systemd/handoff.service");
+    let values = |key: &str| -> Vec<&str> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .collect()
+    };
+    assert_eq!(values("Type"), ["notify"]);
+    assert!(unit.lines().any(|l| l == "#Type=notify-reload"));
+    assert_eq!(values("ExecReload").len(), 1);
+    let families: BTreeSet<&str> = values("RestrictAddressFamilies")
+        .iter()
+        .flat_map(|v| v.split_whitespace())
+        .collect();
+    assert_eq!(
+        families,
+        BTreeSet::from(["AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"])
+    );
+    assert_eq!(values("Restart"), ["on-failure"]);
+    let prevent: BTreeSet<u8> = values("RestartPreventExitStatus")
+        .iter()
+        .flat_map(|v| v.split_whitespace())
+        .map(|code| code.parse().unwrap())
+        .collect();
+    assert_eq!(prevent, BTreeSet::from([EXIT_CONFIG, EXIT_NO_INPUT]));
+
+    let analyze = "/usr/bin/systemd-analyze";
+    assert!(
+        Path::new(analyze).exists(),
+        "{analyze} is missing: run scripts/test, which installs systemd"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("handoff.service");
+    // verify wants the programs the unit runs to exist.
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/handoff", env!("CARGO_BIN_EXE_handoff")),
+    )
+    .unwrap();
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
+}
+
 fn yaml(path: &str) -> Vec<serde_yaml::Value> {
     use serde::Deserialize;
     serde_yaml::Deserializer::from_str(&read(path))
