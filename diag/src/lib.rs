@@ -13,7 +13,8 @@
 //! - [`hint`]: what to check next, what nginx would have logged, protocol sniffing.
 //! - [`respond`]: the annotated response ([`DiagResponse`]) at each [`Exposure`].
 //! - [`header`]: the header names handoff writes.
-//! - [`metrics`]: every Prometheus family, help string and bucket.
+//! - [`metrics`]: every Prometheus family, help string and bucket, and the typed readers
+//!   ([`UpstreamMetrics::read`]) handoff reads its own numbers back with.
 //! - [`recent`]: the ring buffer behind `/failures`.
 //! - [`escape`]: sanitising network bytes for headers, HTML and logs.
 //!
