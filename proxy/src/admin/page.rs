@@ -279,7 +279,52 @@ fn upstream(
     } else {
         "no requests yet".to_owned()
     };
-    let tile = |label: &str, metric: &str, value: String, note: &str, bad: bool| {
+    let buffer = conf.nginx_buffer_bytes as f64;
+    let tiles = [
+        (
+            "requests",
+            "requests_total",
+            requests.to_string(),
+            "since start".to_owned(),
+            false,
+        ),
+        (
+            "failed handoffs",
+            "failures_total",
+            failures.to_string(),
+            ratio,
+            failures > 0,
+        ),
+        (
+            "in flight",
+            "in_flight",
+            m.in_flight.to_string(),
+            "now".to_owned(),
+            false,
+        ),
+        (
+            "reused connections",
+            "reuses",
+            m.reuses.to_string(),
+            "keep-alive pool".to_owned(),
+            false,
+        ),
+        (
+            "client aborts",
+            "client_aborts",
+            m.client_aborts.to_string(),
+            "nginx went away".to_owned(),
+            false,
+        ),
+        (
+            "headers over nginx buffer",
+            "over_nginx_buffer",
+            m.over_nginx_buffer.to_string(),
+            format!("> {}", fmt_bytes(buffer)),
+            m.over_nginx_buffer > 0,
+        ),
+    ];
+    let tile = |label: &str, metric: &str, value: &str, note: &str, bad: bool| {
         html! {
             div.tile {
                 span.k { (label) }
@@ -295,7 +340,6 @@ fn upstream(
         .flatten()
         .map(|p| p.failures.iter().sum::<u64>())
         .sum();
-    let buffer = conf.nginx_buffer_bytes as f64;
     let charts = [
         Chart {
             id: "connect",
@@ -336,18 +380,9 @@ fn upstream(
                 p.route { code { (conf.listen) } " → " code { (conf.address) } }
             }
             div.tiles {
-                (tile("requests", "requests_total", requests.to_string(), "since start", false))
-                (tile("failed handoffs", "failures_total", failures.to_string(), &ratio, failures > 0))
-                (tile("in flight", "in_flight", m.in_flight.to_string(), "now", false))
-                (tile("reused connections", "reuses", m.reuses.to_string(), "keep-alive pool", false))
-                (tile("client aborts", "client_aborts", m.client_aborts.to_string(), "nginx went away", false))
-                (tile(
-                    "headers over nginx buffer",
-                    "over_nginx_buffer",
-                    m.over_nginx_buffer.to_string(),
-                    &format!("> {}", fmt_bytes(buffer)),
-                    m.over_nginx_buffer > 0,
-                ))
+                @for (label, metric, value, note, bad) in &tiles {
+                    (tile(label, metric, value, note, *bad))
+                }
             }
             div.row {
                 figure.timeline {
@@ -535,8 +570,10 @@ fn histogram(upstream: &str, chart: &Chart<'_>) -> Markup {
                         };
                         g {
                             title { (range) ": " (c) }
-                            rect class=(if over.is_some_and(|o| lower >= o) { "warn" } else { "bar" })
-                                x=(f1(x + 0.5)) y=(f1(H - bh)) width=(f1(bw - 1.0)) height=(f1(bh)) {}
+                            @let warn = over.is_some_and(|o| lower >= o);
+                            @let class = if warn { "warn" } else { "bar" };
+                            rect class=(class) x=(f1(x + 0.5)) y=(f1(H - bh))
+                                width=(f1(bw - 1.0)) height=(f1(bh)) {}
                         }
                     }
                     // Every other bucket bound, plus the last.
@@ -551,7 +588,9 @@ fn histogram(upstream: &str, chart: &Chart<'_>) -> Markup {
                         g.marker {
                             title { (label) ": " (fmt(value)) }
                             line x1=(f1(x)) x2=(f1(x)) y1="0" y2=(H) {}
-                            text x=(f1(x - 2.0)) y="9" text-anchor="end" { (label) " " (fmt(value)) }
+                            text x=(f1(x - 2.0)) y="9" text-anchor="end" {
+                                (label) " " (fmt(value))
+                            }
                         }
                     }
                 }
