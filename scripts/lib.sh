@@ -34,6 +34,8 @@ have_tool() {
     php-fpm) compgen -G '/usr/sbin/php-fpm*' >/dev/null ;;
     node) command -v node >/dev/null 2>&1 ;;
     chromium) command -v chromium >/dev/null 2>&1 ;;
+    # `systemd-analyze verify` checks deploy/systemd/handoff.service (deploy_files.rs).
+    systemd-analyze) [[ -x /usr/bin/systemd-analyze ]] ;;
     haproxy) command -v haproxy >/dev/null 2>&1 ;;
     wrk) command -v wrk >/dev/null 2>&1 ;;
     valgrind) command -v valgrind >/dev/null 2>&1 && command -v callgrind_control >/dev/null 2>&1 ;;
@@ -55,6 +57,7 @@ package_for() {
     php-fpm) echo php-fpm ;;
     node) echo nodejs ;;
     chromium) echo chromium ;;
+    systemd-analyze) echo systemd ;;
     haproxy) echo haproxy ;;
     wrk) echo wrk ;;
     valgrind) echo valgrind ;;

@@ -1,4 +1,5 @@
-//! Every default and limit of the configuration, in one place.
+//! Every default and limit of the configuration, in one place: the constants, and the
+//! `Default` impls and [`UpstreamSettings::new`] that build settings from them.
 //!
 //! `default.toml` (embedded as [`DEFAULT_CONFIG`](crate::DEFAULT_CONFIG)) spells out the
 //! same values; a test keeps the two in step.
@@ -6,7 +7,10 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
-use crate::settings::{Expose, LogFormat};
+use crate::settings::{
+    AdminSettings, AnnotateSettings, Expose, ListenAddress, LogFormat, LogSettings, ServerSettings,
+    UpstreamAddress, UpstreamSettings,
+};
 
 /// `[server] grace_period`: how long SIGTERM waits for in-flight requests (pingora's own
 /// default is 300 s, far longer than any orchestrator waits).
@@ -37,7 +41,7 @@ pub const MAX_REQUEST_HEADER_BYTES: usize = 1_048_575;
 
 /// `[server] threads`: worker threads per listening service.
 pub const DEFAULT_THREADS: usize = 1;
-/// `[server] upstream_pool_size`: idle keep-alive connections kept to upstreams, in total.
+/// `[server] upstream_pool_size`: idle keep-alive connections kept per upstream.
 pub const DEFAULT_UPSTREAM_POOL_SIZE: usize = 1024;
 /// `[server] recent_failures`: how many failed handoffs the admin `/failures` buffer keeps.
 pub const DEFAULT_RECENT_FAILURES: usize = 256;
@@ -101,3 +105,79 @@ pub const NGINX_DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const POOL_IDLE_WARNING: Duration = Duration::from_secs(5);
 /// Longest `unix:` socket path, in bytes: `sun_path` is 108 bytes on Linux, NUL included.
 pub const MAX_UNIX_PATH_BYTES: usize = 107;
+
+impl UpstreamSettings {
+    /// An upstream with every optional key at its default.
+    pub fn new(name: impl Into<String>, listen: ListenAddress, address: UpstreamAddress) -> Self {
+        UpstreamSettings {
+            name: name.into(),
+            listen,
+            address,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
+            max_response_header_bytes: DEFAULT_MAX_RESPONSE_HEADER_BYTES,
+            nginx_buffer_bytes: DEFAULT_NGINX_BUFFER_BYTES,
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            grace_period: DEFAULT_GRACE_PERIOD,
+            client_header_timeout: DEFAULT_CLIENT_HEADER_TIMEOUT,
+            client_body_timeout: DEFAULT_CLIENT_BODY_TIMEOUT,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            keepalive_requests: DEFAULT_KEEPALIVE_REQUESTS,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
+            max_request_header_bytes: DEFAULT_MAX_REQUEST_HEADER_BYTES,
+            threads: DEFAULT_THREADS,
+            upstream_pool_size: DEFAULT_UPSTREAM_POOL_SIZE,
+            recent_failures: DEFAULT_RECENT_FAILURES,
+        }
+    }
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            listen: ListenAddress::Tcp(DEFAULT_ADMIN_LISTEN),
+        }
+    }
+}
+
+impl Default for AnnotateSettings {
+    fn default() -> Self {
+        AnnotateSettings {
+            expose: DEFAULT_EXPOSE,
+            proxy_name: DEFAULT_PROXY_NAME.to_owned(),
+            debug_header: DEFAULT_DEBUG_HEADER.to_owned(),
+            debug_token: None,
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: DEFAULT_LOG_FORMAT,
+            access: DEFAULT_LOG_ACCESS,
+            level: DEFAULT_LOG_LEVEL.to_owned(),
+        }
+    }
+}
+
+impl Default for Expose {
+    fn default() -> Self {
+        DEFAULT_EXPOSE
+    }
+}
+
+impl Default for LogFormat {
+    fn default() -> Self {
+        DEFAULT_LOG_FORMAT
+    }
+}

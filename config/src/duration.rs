@@ -1,4 +1,7 @@
 //! Durations written as strings: an integer and a unit, possibly compound (`"1m30s"`).
+//!
+//! The one duration syntax of handoff: the configuration's keys, and the parameters of
+//! `handoff faults` modes (`keepalive-close:500ms`).
 
 use std::time::Duration;
 
@@ -11,7 +14,7 @@ const UNITS: [(&str, u64); 4] = [("h", 3_600_000), ("m", 60_000), ("s", 1_000), 
 /// Each part is a non-negative integer immediately followed by a unit (`ms`, `s`, `m`,
 /// `h`); parts go from the largest unit to the smallest, each unit once. No spaces, signs,
 /// fractions or bare numbers. The error is a lowercase sentence naming the accepted form.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     const FORM: &str =
         "a duration is an integer and a unit (ms, s, m, h), e.g. \"3s\", \"150ms\" or \"1m30s\"";
     if text.is_empty() {
@@ -61,7 +64,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Writes a duration the way the configuration spells it: `"1m30s"`, `"150ms"`, `"0s"`.
 ///
 /// Sub-millisecond parts are dropped; the result parses back to the same whole milliseconds.
-pub(crate) fn format_duration(duration: Duration) -> String {
+pub fn format_duration(duration: Duration) -> String {
     let mut millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
     if millis == 0 {
         return "0s".to_owned();

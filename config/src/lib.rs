@@ -3,13 +3,21 @@
 //!
 //! # Layout
 //!
+//! In the order a file goes through them:
+//!
 //! - `schema` (private): the keys each section accepts, read into raw
 //!   structs that keep every value's position in the file.
-//! - [`defaults`]: every default and limit, as documented constants.
-//! - `duration` (private): the `"1m30s"` duration syntax.
+//! - `validate` (private): raw configuration to [`Settings`], collecting every problem;
+//!   also [`Settings::single`], the same checks for command-line values.
+//! - `settings`: the validated runtime types the proxy runs on. A leaf: it imports
+//!   nothing from the other modules but [`Problem`].
+//!
+//! And what `validate` uses:
+//!
+//! - [`defaults`]: every default and limit, as documented constants, and the `Default`
+//!   impls built from them.
+//! - `duration`: the `"1m30s"` duration syntax ([`parse_duration`], [`format_duration`]).
 //! - `address` (private): listen and upstream address syntax.
-//! - `settings`: the validated runtime types the proxy runs on.
-//! - `validate` (private): raw configuration to [`Settings`], collecting every problem.
 //! - `error`: [`ConfigError`] and [`Problem`].
 //!
 //! `default.toml`, next to this crate's `Cargo.toml`, is the embedded default
@@ -43,6 +51,7 @@ mod schema;
 mod settings;
 mod validate;
 
+pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, Problem};
 pub use settings::{
     AdminSettings, AnnotateSettings, Expose, ListenAddress, LogFormat, LogSettings, ServerSettings,

@@ -1,12 +1,16 @@
 //! The validated runtime settings the proxy runs on.
+//!
+//! A leaf: these types know nothing of the file, the defaults or the checks. They are
+//! built where their values are decided: [`Settings::single`] and the file in
+//! `validate`, [`UpstreamSettings::new`] and the `Default` impls in
+//! [`defaults`](crate::defaults), next to the constants they use.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::defaults::*;
-use crate::error::{ConfigError, Problem};
+use crate::error::Problem;
 
 /// A complete, validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,40 +32,49 @@ pub struct Settings {
 /// `[server]`: process-wide knobs (a handoff extension to the documented schema).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSettings {
-    /// SIGTERM drain limit; default [`DEFAULT_GRACE_PERIOD`] (5 s). Zero is allowed.
+    /// SIGTERM drain limit; default 5 s
+    /// ([`DEFAULT_GRACE_PERIOD`](crate::defaults::DEFAULT_GRACE_PERIOD)). Zero is allowed.
     pub grace_period: Duration,
-    /// How long a client may take to send a request header; default
-    /// [`DEFAULT_CLIENT_HEADER_TIMEOUT`] (10 s). The connection is answered 408 and closed.
+    /// How long a client may take to send a request header; default 10 s
+    /// ([`DEFAULT_CLIENT_HEADER_TIMEOUT`](crate::defaults::DEFAULT_CLIENT_HEADER_TIMEOUT)).
+    /// The connection is answered 408 and closed.
     pub client_header_timeout: Duration,
-    /// Longest gap between two reads of a request body; default
-    /// [`DEFAULT_CLIENT_BODY_TIMEOUT`] (60 s). Answered 408: the client's fault, never the
-    /// app's.
+    /// Longest gap between two reads of a request body; default 60 s
+    /// ([`DEFAULT_CLIENT_BODY_TIMEOUT`](crate::defaults::DEFAULT_CLIENT_BODY_TIMEOUT)).
+    /// Answered 408: the client's fault, never the app's.
     pub client_body_timeout: Duration,
-    /// How long an idle keep-alive client connection is kept; default
-    /// [`DEFAULT_KEEPALIVE_TIMEOUT`] (75 s, nginx's). Zero: no keep-alive.
+    /// How long an idle keep-alive client connection is kept; default 75 s, nginx's
+    /// ([`DEFAULT_KEEPALIVE_TIMEOUT`](crate::defaults::DEFAULT_KEEPALIVE_TIMEOUT)). Zero:
+    /// no keep-alive.
     pub keepalive_timeout: Duration,
-    /// Requests served on one client connection before it is closed, at least 1 (0: no
-    /// limit); default [`DEFAULT_KEEPALIVE_REQUESTS`] (1000, nginx's).
+    /// Requests served on one client connection before it is closed (0: no limit);
+    /// default 1000, nginx's
+    /// ([`DEFAULT_KEEPALIVE_REQUESTS`](crate::defaults::DEFAULT_KEEPALIVE_REQUESTS)).
     pub keepalive_requests: u32,
-    /// Longest gap between two writes to a client that does not read; default
-    /// [`DEFAULT_SEND_TIMEOUT`] (60 s, nginx's `send_timeout`).
+    /// Longest gap between two writes to a client that does not read; default 60 s,
+    /// nginx's `send_timeout` ([`DEFAULT_SEND_TIMEOUT`](crate::defaults::DEFAULT_SEND_TIMEOUT)).
     pub send_timeout: Duration,
-    /// Largest request head (request line, fields, blank line), in bytes; default
-    /// [`DEFAULT_MAX_REQUEST_HEADER_BYTES`] (32 KiB, nginx's 4 × 8k). Above it: 431.
+    /// Largest request head (request line, fields, blank line), in bytes; default 32 KiB,
+    /// nginx's 4 × 8k
+    /// ([`DEFAULT_MAX_REQUEST_HEADER_BYTES`](crate::defaults::DEFAULT_MAX_REQUEST_HEADER_BYTES)).
+    /// Above it: 431.
     pub max_request_header_bytes: usize,
-    /// Worker threads, at least 1; default [`DEFAULT_THREADS`].
+    /// Worker threads, at least 1; default
+    /// [`DEFAULT_THREADS`](crate::defaults::DEFAULT_THREADS).
     pub threads: usize,
     /// Idle keep-alive upstream connections kept, at least 1; default
-    /// [`DEFAULT_UPSTREAM_POOL_SIZE`].
+    /// [`DEFAULT_UPSTREAM_POOL_SIZE`](crate::defaults::DEFAULT_UPSTREAM_POOL_SIZE).
     pub upstream_pool_size: usize,
-    /// Entries in the `/failures` buffer, at least 1; default [`DEFAULT_RECENT_FAILURES`].
+    /// Entries in the `/failures` buffer, at least 1; default
+    /// [`DEFAULT_RECENT_FAILURES`](crate::defaults::DEFAULT_RECENT_FAILURES).
     pub recent_failures: usize,
 }
 
 /// `[admin]`: the listener serving `/metrics`, `/healthz`, `/readyz`, `/failures`, `/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminSettings {
-    /// Where the admin server listens; default [`DEFAULT_ADMIN_LISTEN`] (127.0.0.1:9180).
+    /// Where the admin server listens; default 127.0.0.1:9180
+    /// ([`DEFAULT_ADMIN_LISTEN`](crate::defaults::DEFAULT_ADMIN_LISTEN)).
     pub listen: ListenAddress,
 }
 
@@ -177,40 +190,6 @@ pub enum UpstreamAddress {
     },
 }
 
-impl Settings {
-    /// Defaults plus one upstream named "app": for `handoff run --listen A --upstream B
-    /// [--admin C]` / `HANDOFF_LISTEN` / `HANDOFF_UPSTREAM` [/ `HANDOFF_ADMIN`].
-    ///
-    /// The strings are validated like the file keys `listen`, `address` and `[admin]
-    /// listen`; problems name the flags and have the origin `command line`. Without
-    /// `admin`, the admin listener keeps its default (127.0.0.1:9180).
-    pub fn single(
-        listen: &str,
-        upstream: &str,
-        admin: Option<&str>,
-    ) -> Result<Settings, ConfigError> {
-        crate::validate::single(listen, upstream, admin)
-    }
-}
-
-impl UpstreamSettings {
-    /// An upstream with every optional key at its default.
-    pub fn new(name: impl Into<String>, listen: ListenAddress, address: UpstreamAddress) -> Self {
-        UpstreamSettings {
-            name: name.into(),
-            listen,
-            address,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            header_timeout: DEFAULT_HEADER_TIMEOUT,
-            read_timeout: DEFAULT_READ_TIMEOUT,
-            write_timeout: DEFAULT_WRITE_TIMEOUT,
-            pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
-            max_response_header_bytes: DEFAULT_MAX_RESPONSE_HEADER_BYTES,
-            nginx_buffer_bytes: DEFAULT_NGINX_BUFFER_BYTES,
-        }
-    }
-}
-
 impl Expose {
     /// Every level, least revealing first.
     pub const ALL: [Expose; 3] = [Expose::None, Expose::Reason, Expose::Full];
@@ -249,64 +228,6 @@ impl UpstreamAddress {
                 .map(|ip| SocketAddr::new(ip, *port)),
             UpstreamAddress::Unix(_) => None,
         }
-    }
-}
-
-impl Default for ServerSettings {
-    fn default() -> Self {
-        ServerSettings {
-            grace_period: DEFAULT_GRACE_PERIOD,
-            client_header_timeout: DEFAULT_CLIENT_HEADER_TIMEOUT,
-            client_body_timeout: DEFAULT_CLIENT_BODY_TIMEOUT,
-            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
-            keepalive_requests: DEFAULT_KEEPALIVE_REQUESTS,
-            send_timeout: DEFAULT_SEND_TIMEOUT,
-            max_request_header_bytes: DEFAULT_MAX_REQUEST_HEADER_BYTES,
-            threads: DEFAULT_THREADS,
-            upstream_pool_size: DEFAULT_UPSTREAM_POOL_SIZE,
-            recent_failures: DEFAULT_RECENT_FAILURES,
-        }
-    }
-}
-
-impl Default for AdminSettings {
-    fn default() -> Self {
-        AdminSettings {
-            listen: ListenAddress::Tcp(DEFAULT_ADMIN_LISTEN),
-        }
-    }
-}
-
-impl Default for AnnotateSettings {
-    fn default() -> Self {
-        AnnotateSettings {
-            expose: DEFAULT_EXPOSE,
-            proxy_name: DEFAULT_PROXY_NAME.to_owned(),
-            debug_header: DEFAULT_DEBUG_HEADER.to_owned(),
-            debug_token: None,
-        }
-    }
-}
-
-impl Default for LogSettings {
-    fn default() -> Self {
-        LogSettings {
-            format: DEFAULT_LOG_FORMAT,
-            access: DEFAULT_LOG_ACCESS,
-            level: DEFAULT_LOG_LEVEL.to_owned(),
-        }
-    }
-}
-
-impl Default for Expose {
-    fn default() -> Self {
-        DEFAULT_EXPOSE
-    }
-}
-
-impl Default for LogFormat {
-    fn default() -> Self {
-        DEFAULT_LOG_FORMAT
     }
 }
 

@@ -41,52 +41,59 @@ pub(crate) fn from_str(text: &str, origin: &str) -> Result<Settings, ConfigError
     })
 }
 
-/// [`Settings::single`]: defaults plus one upstream from command-line strings.
-pub(crate) fn single(
-    listen_text: &str,
-    upstream_text: &str,
-    admin_text: Option<&str>,
-) -> Result<Settings, ConfigError> {
-    let mut report = Report::new(COMMAND_LINE, "");
-    let admin = match admin_text.map(parse_listen) {
-        None => AdminSettings::default(),
-        Some(Ok(listen)) => AdminSettings { listen },
-        Some(Err(message)) => {
-            report.error("--admin", None, message);
-            AdminSettings::default()
-        }
-    };
-    let listen = match parse_listen(listen_text) {
-        Ok(listen) if listeners_collide(&listen, &admin.listen) => {
-            let message = format!("{listen} is also the admin listener's address");
-            report.error("--listen", None, message);
-            None
-        }
-        Ok(listen) => Some(listen),
-        Err(message) => {
-            report.error("--listen", None, message);
-            None
-        }
-    };
-    let address = parse_upstream(upstream_text)
-        .map_err(|message| report.error("--upstream", None, message))
-        .ok();
-    let warnings = report.finish()?;
-    let (Some(listen), Some(address)) = (listen, address) else {
-        unreachable!("a missing value was reported as an error");
-    };
-    Ok(Settings {
-        server: ServerSettings::default(),
-        admin,
-        annotate: AnnotateSettings::default(),
-        log: LogSettings::default(),
-        upstreams: vec![UpstreamSettings::new(
-            DEFAULT_UPSTREAM_NAME,
-            listen,
-            address,
-        )],
-        warnings,
-    })
+impl Settings {
+    /// Defaults plus one upstream named "app": for `handoff run --listen A --upstream B
+    /// [--admin C]` / `HANDOFF_LISTEN` / `HANDOFF_UPSTREAM` [/ `HANDOFF_ADMIN`].
+    ///
+    /// The strings are validated like the file keys `listen`, `address` and `[admin]
+    /// listen`; problems name the flags and have the origin `command line`. Without
+    /// `admin`, the admin listener keeps its default (127.0.0.1:9180).
+    pub fn single(
+        listen_text: &str,
+        upstream_text: &str,
+        admin_text: Option<&str>,
+    ) -> Result<Settings, ConfigError> {
+        let mut report = Report::new(COMMAND_LINE, "");
+        let admin = match admin_text.map(parse_listen) {
+            None => AdminSettings::default(),
+            Some(Ok(listen)) => AdminSettings { listen },
+            Some(Err(message)) => {
+                report.error("--admin", None, message);
+                AdminSettings::default()
+            }
+        };
+        let listen = match parse_listen(listen_text) {
+            Ok(listen) if listeners_collide(&listen, &admin.listen) => {
+                let message = format!("{listen} is also the admin listener's address");
+                report.error("--listen", None, message);
+                None
+            }
+            Ok(listen) => Some(listen),
+            Err(message) => {
+                report.error("--listen", None, message);
+                None
+            }
+        };
+        let address = parse_upstream(upstream_text)
+            .map_err(|message| report.error("--upstream", None, message))
+            .ok();
+        let warnings = report.finish()?;
+        let (Some(listen), Some(address)) = (listen, address) else {
+            unreachable!("a missing value was reported as an error");
+        };
+        Ok(Settings {
+            server: ServerSettings::default(),
+            admin,
+            annotate: AnnotateSettings::default(),
+            log: LogSettings::default(),
+            upstreams: vec![UpstreamSettings::new(
+                DEFAULT_UPSTREAM_NAME,
+                listen,
+                address,
+            )],
+            warnings,
+        })
+    }
 }
 
 fn server(report: &mut Report<'_>, raw: RawServer) -> ServerSettings {
@@ -423,11 +430,14 @@ fn upstream(
             report.warn(key(k), span, message);
         }
     }
-    if upstream.header_timeout != upstream.read_timeout {
-        let shorter = upstream.header_timeout.min(upstream.read_timeout);
+    // A response header takes at most connect + header_timeout (a deadline from the
+    // request's write): nginx's proxy_read_timeout, running since nginx sent the request,
+    // must outlast both.
+    let to_header = upstream.connect_timeout + upstream.header_timeout;
+    if upstream.header_timeout < NGINX_DEFAULT_TIMEOUT && to_header >= NGINX_DEFAULT_TIMEOUT {
         let message = format!(
-            "differs from read_timeout: pingora applies one per-read timer to the response header and body; handoff uses the shorter, {}, for both",
-            format_duration(shorter)
+            "connect_timeout + header_timeout = {} is not shorter than nginx's default proxy_read_timeout of 60s: nginx would give up first on a slow connect followed by a slow app",
+            format_duration(to_header)
         );
         report.warn(key("header_timeout"), header_span.or(read_span), message);
     }

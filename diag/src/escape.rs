@@ -4,6 +4,8 @@
 //! `\t` `\r` `\n` named, anything else as `\xNN` — the same form as Rust's `escape_ascii`,
 //! which pingora uses for the `buf: ...` context, so [`unescape`] reads both.
 
+use std::borrow::Cow;
+
 use http::HeaderValue;
 
 /// Most bytes of upstream output kept as evidence.
@@ -74,26 +76,42 @@ pub fn push_sf_string(out: &mut String, s: &str) {
 }
 
 /// Appends `s` escaped for HTML text and attribute values (`& < > " '`); control
-/// characters other than newline and tab become `\xNN`.
+/// characters other than newline and tab become `\xNN` (see [`visible`]).
 pub fn push_html(out: &mut String, s: &str) {
-    for c in s.chars() {
+    for c in visible(s).chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
-            '\n' | '\t' => out.push(c),
-            c if c.is_control() => {
-                let mut buf = [0; 4];
-                for &b in c.encode_utf8(&mut buf).as_bytes() {
-                    out.push_str("\\x");
-                    push_hex(out, b);
-                }
-            }
             c => out.push(c),
         }
     }
+}
+
+/// `s` with its control characters other than newline and tab written as `\xNN` per byte,
+/// so that terminal escapes and stray carriage returns from the network show as text.
+/// Everything else, non-ASCII letters included, is kept; nothing is escaped for a markup
+/// language (a template engine does that).
+pub fn visible(s: &str) -> Cow<'_, str> {
+    let hidden = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !s.contains(hidden) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if hidden(c) {
+            let mut buf = [0; 4];
+            for &b in c.encode_utf8(&mut buf).as_bytes() {
+                out.push_str("\\x");
+                push_hex(&mut out, b);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// `s` escaped for HTML.
@@ -182,6 +200,19 @@ mod tests {
         assert_eq!(
             html("<a href='x'>&\"</a>\u{1b}"),
             "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;\\x1b"
+        );
+    }
+
+    /// Control characters show as text; letters, newlines and markup are left alone.
+    #[test]
+    fn visible_text() {
+        assert!(matches!(
+            visible("café <b>\n\t"),
+            Cow::Borrowed("café <b>\n\t")
+        ));
+        assert_eq!(
+            visible("a\r\u{1b}[31m\u{85}z"),
+            "a\\x0d\\x1b[31m\\xc2\\x85z"
         );
     }
 

@@ -13,7 +13,8 @@
 //! - [`hint`]: what to check next, what nginx would have logged, protocol sniffing.
 //! - [`respond`]: the annotated response ([`DiagResponse`]) at each [`Exposure`].
 //! - [`header`]: the header names handoff writes.
-//! - [`metrics`]: every Prometheus family, help string and bucket.
+//! - [`metrics`]: every Prometheus family, help string and bucket, and the typed readers
+//!   ([`UpstreamMetrics::read`]) handoff reads its own numbers back with.
 //! - [`recent`]: the ring buffer behind `/failures`.
 //! - [`escape`]: sanitising network bytes for headers, HTML and logs.
 //!
@@ -53,7 +54,9 @@ pub mod respond;
 pub use classify::{classify, Failure, Verdict, DNS_FAILED, HEADER_TOO_LARGE, NO_HEALTHY_UPSTREAM};
 pub use evidence::{Errno, Evidence, Timeouts, Timer, TimerFired};
 pub use hint::{sniff, Hint};
-pub use metrics::{InFlightGuard, Metrics, UpstreamMetrics, METRIC_NAMES};
+pub use metrics::{
+    HistogramReading, InFlightGuard, Metrics, UpstreamMetrics, UpstreamReading, METRIC_NAMES,
+};
 pub use reason::{Phase, Reason};
 pub use recent::{FailureRecord, Filter, RecentFailures};
 pub use respond::{valid_request_id, Annotation, DiagResponse, Exposure};

@@ -23,6 +23,10 @@
 //! [`Reason::ALL`], fixed status classes. Every series is registered at start-up, so a
 //! dashboard shows zeros rather than gaps, and the request path only touches pre-resolved
 //! handles: no label lookup, no allocation, no formatting.
+//!
+//! What handoff reads back itself (the status page, the SIGTERM drain) comes from the same
+//! handles, typed: [`UpstreamMetrics::read`] and [`Metrics::in_flight_total`] (module
+//! `reading`), never from the registry's text.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +37,10 @@ use pingora_prometheus::prometheus::{
 };
 
 use crate::reason::Reason;
+
+mod reading;
+
+pub use reading::{HistogramReading, UpstreamReading};
 
 /// Every metric family handoff exports (for doc and dashboard tests).
 pub const METRIC_NAMES: &[&str] = &[
@@ -104,8 +112,8 @@ pub const HEADER_BYTES_BUCKETS: &[f64] = &[
     1048576.0,
 ];
 
-/// `status_class` label values, indexed by [`status_class_index`].
-const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+/// `status_class` label values, in the order of [`UpstreamReading::requests`].
+pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 
 /// handoff's metrics, in a registry of their own (not the process-global default), so
 /// several servers can run in one test process.

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use percent_encoding::percent_decode_str;
 use serde::Serialize;
 
 use crate::classify::Failure;
@@ -187,27 +188,25 @@ impl Filter {
     }
 }
 
-/// `%XX` and `+` decoding; the result must be UTF-8.
+/// A query value: `+` is a space (HTML forms), `%XX` a byte, and the result must be UTF-8.
+///
+/// `percent_decode_str` passes a malformed escape through as it is; a filter such as
+/// `upstream=%zz` is refused instead, since it cannot be what the operator meant.
 fn percent_decode(s: &str) -> Result<String, String> {
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = b
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok());
-                let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
-                out.push(byte.ok_or_else(|| format!("bad percent-encoding in {s:?}"))?);
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
+    let malformed = b.iter().enumerate().any(|(i, &c)| {
+        c == b'%'
+            && !b
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if malformed {
+        return Err(format!("bad percent-encoding in {s:?}"));
     }
-    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8"))
+    percent_decode_str(&s.replace('+', " "))
+        .decode_utf8()
+        .map(|v| v.into_owned())
+        .map_err(|_| format!("{s:?} is not UTF-8"))
 }
 
 /// RFC 3339 UTC with milliseconds, e.g. `2024-05-01T12:34:56.789Z`.

@@ -2,7 +2,7 @@
 //! status page `/` with its data `/status.json`.
 //!
 //! # Layout
-//! - this file: routing and responses;
+//! - this file: routing and responses, and the `process_*` metrics next to handoff's own;
 //! - `snapshot`: one reading of the metrics registry (counters and histograms by upstream);
 //! - `history`: counters sampled every 5 s over the last 15 min, by a small thread;
 //! - `page`: the page's HTML and inline SVG charts (`page.css` and `page.js` are embedded).
@@ -18,6 +18,8 @@ use http::{header, Response, StatusCode};
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
+use pingora_prometheus::prometheus::process_collector::ProcessCollector;
+use pingora_prometheus::prometheus::{Encoder, Registry, TextEncoder};
 
 use crate::conn::io::write_all;
 use crate::conn::read::{Client, Head};
@@ -40,6 +42,11 @@ pub struct Admin {
     limits: ClientLimits,
     /// The sampled counters behind the page's rates.
     history: Arc<History>,
+    /// The prometheus `process` collector (`process_open_fds`, `process_max_fds`,
+    /// `process_resident_memory_bytes`, ...: the evidence for handoff's own descriptor or
+    /// memory exhaustion). A registry of its own, because handoff's registry holds exactly
+    /// the families `handoff_diag::METRIC_NAMES` names; `/metrics` serves both.
+    process: Registry,
 }
 
 // === impl Admin ===
@@ -48,11 +55,25 @@ impl Admin {
     /// An admin app over the process's shared state. Starts the status page's sampler, a
     /// thread that ends when the app is dropped.
     pub fn new(shared: Arc<Shared>) -> Self {
+        let process = Registry::new();
+        // Registering a fresh collector in an empty registry cannot collide.
+        if let Err(e) = process.register(Box::new(ProcessCollector::for_self())) {
+            tracing::warn!(error = %e, "/metrics: no process_* metrics");
+        }
         Admin {
             history: History::start(&shared),
             limits: ClientLimits::from(&shared.settings.load().server),
             shared,
+            process,
         }
+    }
+
+    /// `/metrics`: handoff's families, then the process collector's.
+    fn metrics(&self) -> Vec<u8> {
+        let mut text = self.shared.metrics.encode().into_bytes();
+        // Encoding gathered families into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.process.gather(), &mut text);
+        text
     }
 
     fn route(&self, method: &http::Method, path: &str, query: &str) -> Response<Vec<u8>> {
@@ -69,7 +90,7 @@ impl Admin {
             "/metrics" => respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                self.shared.metrics.encode().into_bytes(),
+                self.metrics(),
             ),
             "/failures" => match Filter::from_query(query) {
                 Ok(filter) => respond(

@@ -8,8 +8,12 @@ use handoff_config::{ConfigError, Settings};
 
 use crate::server::Handoff;
 
-/// Exit status for an invalid configuration (sysexits `EX_USAGE`).
-pub const EXIT_CONFIG: u8 = 64;
+/// Exit status for a command line that cannot be used (sysexits `EX_USAGE`): an unknown
+/// flag, a missing or invalid value (a fault mode, an address), clap's errors included.
+pub const EXIT_USAGE: u8 = 64;
+/// Exit status for an invalid configuration: the same `EX_USAGE`, since `--listen` and
+/// `--upstream` are configuration given on the command line.
+pub const EXIT_CONFIG: u8 = EXIT_USAGE;
 /// Exit status for a configuration file that cannot be read (sysexits `EX_NOINPUT`).
 pub const EXIT_NO_INPUT: u8 = 66;
 /// Exit status when serving could not start (e.g. a port is taken).
@@ -64,8 +68,19 @@ struct RunArgs {
 }
 
 /// Parses the command line and runs the chosen command.
+///
+/// A command line clap refuses exits [`EXIT_USAGE`], like every other usage error of
+/// handoff, not clap's own 2; `--help` and `--version` print and exit 0.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout and are not errors.
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     match cli.command {
         None => run(cli.run),
         Some(Command::Run(args)) => run(args),
@@ -74,7 +89,7 @@ pub fn main() -> ExitCode {
         Some(Command::Faults(args)) => crate::demo::faults(args),
         Some(Command::NginxSnippet(args)) => match load(args.config.as_deref()) {
             Ok(settings) => {
-                print!("{}", crate::snippet::nginx_snippet(&settings));
+                print!("{}", crate::nginx_conf::snippet(&settings));
                 ExitCode::SUCCESS
             }
             Err(code) => code,

@@ -22,17 +22,18 @@ pub struct DemoArgs {
     serve: bool,
 }
 
-/// Options of `handoff faults`.
+/// Options of `handoff faults`. A mode or address that does not parse is a usage error,
+/// reported by clap like any other (exit 64, see [`crate::cli::main`]).
 #[derive(Debug, Args)]
 pub struct FaultsArgs {
     /// Where to listen: host:port or unix:/path.
-    #[arg(long, value_name = "ADDR")]
-    listen: String,
+    #[arg(long, value_name = "ADDR", required_unless_present = "list")]
+    listen: Option<Bind>,
     /// The failure to produce (see `handoff faults --list`).
     #[arg(long, value_name = "MODE", required_unless_present = "list")]
-    mode: Option<String>,
+    mode: Option<Mode>,
     /// List the modes and exit.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["listen", "mode"])]
     list: bool,
 }
 
@@ -367,23 +368,17 @@ pub fn faults(args: FaultsArgs) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let Some(mode) = args.mode.as_deref() else {
-        return ExitCode::from(crate::cli::EXIT_CONFIG);
-    };
-    let (mode, bind) = match (mode.parse::<Mode>(), args.listen.parse::<Bind>()) {
-        (Ok(m), Ok(b)) => (m, b),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("handoff faults: {e}");
-            return ExitCode::from(crate::cli::EXIT_CONFIG);
-        }
+    let (Some(mode), Some(bind)) = (args.mode, args.listen) else {
+        // Unreachable: without --list, clap requires both.
+        return ExitCode::from(crate::cli::EXIT_USAGE);
     };
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     runtime.block_on(async move {
-        let server = match FaultServer::start(mode, bind).await {
+        let server = match FaultServer::start(mode, bind.clone()).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("handoff faults: {e}");
-                return ExitCode::FAILURE;
+                eprintln!("handoff faults: cannot listen on {bind}: {e}");
+                return ExitCode::from(crate::cli::EXIT_START);
             }
         };
         println!(

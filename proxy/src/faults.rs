@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use handoff_config::{format_duration, parse_duration};
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener};
@@ -323,7 +324,7 @@ impl fmt::Display for Mode {
         match *self {
             Mode::HugeHeader(n) if n != DEFAULT_HUGE_HEADER => write!(f, ":{n}"),
             Mode::BigHeader(n) if n != DEFAULT_BIG_HEADER => write!(f, ":{n}"),
-            Mode::KeepAliveClose(d) if d != DEFAULT_IDLE => write!(f, ":{}ms", d.as_millis()),
+            Mode::KeepAliveClose(d) if d != DEFAULT_IDLE => write!(f, ":{}", format_duration(d)),
             _ => Ok(()),
         }
     }
@@ -945,18 +946,4 @@ fn parse_size(s: &str) -> Result<usize, String> {
         _ => return Err(format!("bad size unit in `{s}` (use KiB or MiB)")),
     };
     Ok(n * unit)
-}
-
-/// `500ms`, `2s`.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (digits, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, ""), |i| s.split_at(i));
-    let n: u64 = digits.parse().map_err(|_| format!("bad duration `{s}`"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        _ => Err(format!("bad duration `{s}` (use e.g. 500ms or 2s)")),
-    }
 }

@@ -15,6 +15,8 @@
 //! - [`state`]: what the services of one process share, and reload.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/failures`, the status page.
 //! - [`signals`], [`notify`]: SIGTERM drain, SIGHUP reload, systemd notifications.
+//! - [`nginx_conf`]: the nginx configuration in front of handoff, from one template
+//!   (`handoff nginx-snippet`, `deploy/nginx/handoff.conf`, the end-to-end tests' nginx).
 //! - [`faults`]: misbehaving upstreams, one per failure a real socket can produce.
 //! - [`demo`]: the `handoff demo` walk-through and `handoff faults`.
 //! - [`testing`]: start handoff in-process on free ports (used by tests and benches).
@@ -34,10 +36,10 @@ pub mod demo;
 pub mod diagnostics;
 pub mod faults;
 pub mod logging;
+pub mod nginx_conf;
 pub mod notify;
 pub mod server;
 pub mod signals;
-pub mod snippet;
 pub mod state;
 pub mod testing;
 pub mod upstream;

@@ -88,6 +88,95 @@ fn version() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
 
+/// `handoff faults --list`, as the README shows it, needs no `--listen`: every mode, one
+/// line each, exit 0.
+#[test]
+fn faults_list_needs_nothing_else() {
+    let out = handoff().args(["faults", "--list"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), Mode::ALL.len(), "{stdout}");
+    for mode in Mode::ALL {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{} ", mode.as_str()))),
+            "{} missing:\n{stdout}",
+            mode.as_str()
+        );
+    }
+}
+
+/// Every command line handoff cannot use exits 64 (`EX_USAGE`) with the problem on stderr:
+/// clap's own errors as much as a fault mode or an address that does not parse. `--help`
+/// and `--version` are not errors.
+#[test]
+fn usage_errors_exit_64() {
+    for (args, says) in [
+        (
+            &["faults", "--listen", "127.0.0.1:0", "--mode", "bogus"][..],
+            "bogus",
+        ),
+        (
+            &["faults", "--listen", "nowhere", "--mode", "close"],
+            "nowhere",
+        ),
+        (
+            &[
+                "faults",
+                "--listen",
+                "127.0.0.1:0",
+                "--mode",
+                "keepalive-close:soon",
+            ],
+            "soon",
+        ),
+        (&["faults", "--mode", "close"], "--listen"),
+        (&["faults", "--listen", "127.0.0.1:0"], "--mode"),
+        (&["faults", "--list", "--mode", "close"], "--mode"),
+        (&["--no-such-flag"], "--no-such-flag"),
+        (&["run", "--listen", "127.0.0.1:0"], "--upstream"),
+        (&["no-such-command"], "no-such-command"),
+    ] {
+        let out = handoff().args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(says),
+            "{args:?} should name {says:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    for args in [["--help"], ["--version"]] {
+        let out = handoff().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(!out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+/// A fault upstream that cannot bind is not a usage error: exit 1 (serving could not start,
+/// as for `handoff run`), with the address in the message.
+#[test]
+fn faults_bind_failure_exits_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = handoff()
+        .args(["faults", "--listen", &addr, "--mode", "close"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("handoff faults: cannot listen on {addr}")),
+        "{stderr}"
+    );
+}
+
 /// A taken port is one clear line and a non-zero exit, not a hang.
 #[test]
 fn port_in_use_is_one_clear_error() {

@@ -86,6 +86,22 @@ fn query_parsing() {
     assert!(Filter::from_query("upstream=%zz").is_err());
 }
 
+/// Query values decode as a form sends them: `%2B` is a plus and `+` a space, multi-byte
+/// UTF-8 comes through whole; a cut-off escape or bytes that are not UTF-8 are refused.
+#[test]
+fn query_values_decode_like_a_form() {
+    let upstream = |q: &str| Filter::from_query(q).map(|f| f.upstream.unwrap_or_default());
+    assert_eq!(upstream("upstream=a%2Bb+c").unwrap(), "a+b c");
+    assert_eq!(upstream("upstream=caf%C3%A9").unwrap(), "café");
+    assert_eq!(upstream("upstream=caf%c3%a9").unwrap(), "café");
+    for bad in ["upstream=a%4", "upstream=a%", "upstream=%%41"] {
+        let e = upstream(bad).unwrap_err();
+        assert!(e.contains("bad percent-encoding"), "{bad}: {e}");
+    }
+    let e = upstream("upstream=%ff").unwrap_err();
+    assert!(e.contains("not UTF-8"), "{e}");
+}
+
 /// RFC 3339 timestamps with milliseconds, checked against known instants.
 #[test]
 fn timestamps() {

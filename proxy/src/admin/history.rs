@@ -94,8 +94,8 @@ impl Sample {
                 .upstreams
                 .iter()
                 .map(|u| Point {
-                    requests: u.requests_total(),
-                    failures: u.failures.clone(),
+                    requests: u.metrics.requests_total(),
+                    failures: u.metrics.failures.clone(),
                 })
                 .collect(),
         }

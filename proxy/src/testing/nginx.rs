@@ -1,7 +1,9 @@
 //! A private nginx for end-to-end tests: its own prefix, config, logs and temp paths in a
 //! fresh directory, listening on a free loopback port and proxying to a handoff listener with
-//! the directives `deploy/nginx/handoff.conf` recommends and the `log_format handoff` of
-//! `deploy/nginx/log_format.conf` (included verbatim, so the tests use what users install).
+//! the blocks handoff's nginx template ([`crate::nginx_conf`]) writes for the first upstream
+//! of `deploy/handoff.toml`, the same as `deploy/nginx/handoff.conf` and `handoff
+//! nginx-snippet`, and the `log_format handoff` of `deploy/nginx/log_format.conf`: the tests
+//! use what users install.
 //!
 //! ```no_run
 //! # fn demo(handoff: std::net::SocketAddr) {
@@ -22,33 +24,39 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::free_port;
+use crate::nginx_conf::{Site, LOG_FORMAT};
 
 /// `deploy/nginx/log_format.conf`, verbatim.
-pub const LOG_FORMAT_CONF: &str = include_str!("../../../deploy/nginx/log_format.conf");
+pub const LOG_FORMAT_CONF: &str = LOG_FORMAT;
 
-/// What to put into the test nginx's config.
+/// `deploy/handoff.toml`, whose first upstream the recommended configuration is written for.
+const EXAMPLE_CONFIG: &str = include_str!("../../../deploy/handoff.toml");
+
+/// What to put into the test nginx's config: the recommended site, with what a test changes.
 #[derive(Debug, Clone)]
 pub struct NginxConfig {
     /// The handoff listener nginx proxies to.
     pub upstream: SocketAddr,
-    /// `proxy_read_timeout` (the recommended config: `60s`, longer than handoff's timers).
+    /// `proxy_read_timeout` (recommended: `60s`, longer than handoff's timers).
     pub proxy_read_timeout: String,
     /// `proxy_send_timeout` (recommended `60s`).
     pub proxy_send_timeout: String,
     /// `proxy_buffer_size` (recommended `8k`).
     pub proxy_buffer_size: String,
-    /// Extra directives for the `location /` block (e.g. `client_max_body_size 0;`).
+    /// Extra directives for the `location /` block (e.g. `client_max_body_size 0;`); one the
+    /// template writes already is replaced (see [`Site::extra`]).
     pub extra_location: String,
 }
 
 impl NginxConfig {
     /// The recommended configuration in front of `upstream`.
     pub fn new(upstream: SocketAddr) -> NginxConfig {
+        let site = recommended();
         NginxConfig {
             upstream,
-            proxy_read_timeout: "60s".into(),
-            proxy_send_timeout: "60s".into(),
-            proxy_buffer_size: "8k".into(),
+            proxy_read_timeout: site.read_timeout,
+            proxy_send_timeout: site.send_timeout,
+            proxy_buffer_size: site.buffer_size,
             extra_location: String::new(),
         }
     }
@@ -56,8 +64,17 @@ impl NginxConfig {
     /// The full `nginx.conf` text for an instance in `dir` listening on `port`.
     pub fn render(&self, dir: &Path, port: u16) -> String {
         let d = dir.display();
+        let site = Site {
+            server: self.upstream.to_string(),
+            access_log: format!("{d}/access.log"),
+            read_timeout: self.proxy_read_timeout.clone(),
+            send_timeout: self.proxy_send_timeout.clone(),
+            buffer_size: self.proxy_buffer_size.clone(),
+            extra: self.extra_location.clone(),
+            ..recommended()
+        };
         format!(
-            r#"# written by handoff::testing::nginx
+            r#"# written by handoff::testing::nginx, with handoff's nginx template (nginx_conf)
 worker_processes 1;
 pid {d}/nginx.pid;
 error_log {d}/error.log info;
@@ -74,48 +91,29 @@ http {{
     scgi_temp_path {d}/scgi;
 
     # deploy/nginx/log_format.conf, verbatim:
-{log_format}
+{LOG_FORMAT}
+    # Also requests nginx answers before any location (a malformed request line).
     access_log {d}/access.log handoff;
 
-    # As deploy/nginx/handoff.conf recommends.
-    upstream handoff_app {{
-        server {upstream};
-        keepalive 32;
-    }}
-
+{upstream}
     server {{
         listen 127.0.0.1:{port};
         server_name localhost;
 
-        location / {{
-            proxy_pass http://handoff_app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Request-Id $request_id;
-
-            proxy_connect_timeout 60s;
-            proxy_send_timeout {send};
-            proxy_read_timeout {read};
-
-            proxy_buffer_size {buffer};
-            proxy_intercept_errors off;
-{extra}
-        }}
-    }}
+{location}    }}
 }}
 "#,
-            log_format = LOG_FORMAT_CONF,
-            upstream = self.upstream,
-            send = self.proxy_send_timeout,
-            read = self.proxy_read_timeout,
-            buffer = self.proxy_buffer_size,
-            extra = self.extra_location,
+            upstream = site.upstream_block(4, true),
+            location = site.location_block(8, true),
         )
     }
+}
+
+/// The site `deploy/nginx/handoff.conf` writes for `deploy/handoff.toml`'s first upstream.
+fn recommended() -> Site {
+    let example = handoff_config::from_str(EXAMPLE_CONFIG, "deploy/handoff.toml")
+        .expect("deploy/handoff.toml is valid (deploy_files.rs checks it)");
+    Site::for_upstream(&example.upstreams[0])
 }
 
 /// A running private nginx. Dropping it kills it, waits for it and removes its directory.
