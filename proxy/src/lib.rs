@@ -5,7 +5,9 @@
 //! # Layout
 //!
 //! - [`cli`]: the command line (`run`, `check`, `demo`, `faults`, `nginx-snippet`).
-//! - [`server`]: assembles the pingora `Server` from validated settings.
+//! - [`server`]: assembles the pingora `Server` from validated settings;
+//!   [`listen`] is its listening services: pingora's listeners in an accept loop that
+//!   gives each connection one small task.
 //! - [`conn`]: the life of a client connection, handoff's own HTTP/1 proxy loop on
 //!   pingora-core: read → attempt → respond → reuse, with its [`conn::Hooks`].
 //! - [`diagnostics`]: handoff's hooks: metrics, annotated answers, the log line,
@@ -35,6 +37,7 @@ pub mod conn;
 pub mod demo;
 pub mod diagnostics;
 pub mod faults;
+pub mod listen;
 pub mod logging;
 pub mod nginx_conf;
 pub mod notify;

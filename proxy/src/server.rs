@@ -9,15 +9,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use handoff_config::{ListenAddress, Settings};
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
-use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::conn::{ClientLimits, ProxyApp};
 use crate::diagnostics::Diagnostics;
+use crate::listen::Listening;
 use crate::state::Shared;
 use crate::upstream::UpstreamError;
 
@@ -77,14 +76,12 @@ impl Handoff {
         let hooks = Diagnostics::new(shared.clone());
         for (upstream, slot) in settings.upstreams.iter().zip(&shared.upstreams) {
             let app = ProxyApp::new(slot.clone(), hooks.clone(), limits);
-            let mut service = Service::new(format!("upstream {}", upstream.name), app);
-            add_listener(&mut service, &upstream.listen);
-            server.add_service(service);
+            let name = format!("upstream {}", upstream.name);
+            server.add_service(Listening::new(name, upstream.listen.clone(), app));
         }
-        let mut admin = Service::new("admin".to_string(), Admin::new(shared.clone()));
-        add_listener(&mut admin, &settings.admin.listen);
-        admin.threads = Some(1);
-        server.add_service(admin);
+        let admin = Admin::new(shared.clone());
+        server
+            .add_service(Listening::new("admin", settings.admin.listen.clone(), admin).threads(1));
         server.add_service(background_service(
             "startup",
             Startup {
@@ -114,22 +111,6 @@ impl Handoff {
         let signals = crate::signals::Signals::new(self.shared.clone(), config, phases);
         self.run(Box::new(signals));
     }
-}
-
-/// Adds `listen` to `service`, unbuffered (handoff's loop reads into its own buffers).
-pub fn add_listener<A>(service: &mut Service<A>, listen: &ListenAddress) {
-    let endpoint = match listen {
-        ListenAddress::Tcp(addr) => ListenerConfig::tcp(addr.to_string()),
-        ListenAddress::Unix(path) => {
-            use std::os::unix::fs::PermissionsExt;
-            // nginx runs as another user: the socket must be writable by it.
-            let perm = std::fs::Permissions::from_mode(0o666);
-            ListenerConfig::uds(path.to_string_lossy()).permissions(perm)
-        }
-    };
-    // handoff reads into buffers of its own and writes whole messages: pingora's 64 KiB
-    // read buffer per connection (and its small write buffer) would only add a copy.
-    service.add_listener(endpoint.l4_buffer(L4BufferSettings::unbuffered()));
 }
 
 fn check_listeners(settings: &Settings) -> Result<(), StartError> {

@@ -13,12 +13,12 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use handoff::conn::{ClientFault, ClientLimits, Hooks, Outcome, Progress, ProxyApp, Request};
+use handoff::listen::Listening;
 use handoff::upstream::Upstream;
 use handoff_config::Settings;
 use handoff_diag::{DiagResponse, Metrics};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
-use pingora::services::listening::Service;
 use pingora_error::Error;
 
 #[global_allocator]
@@ -80,8 +80,6 @@ fn main() {
         NoHooks,
         ClientLimits::from(server_settings),
     );
-    let mut service = Service::new("bare-core".into(), app);
-    handoff::server::add_listener(&mut service, &u.listen);
-    server.add_service(service);
+    server.add_service(Listening::new("bare-core", u.listen.clone(), app));
     server.run_forever();
 }

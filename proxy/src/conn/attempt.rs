@@ -60,6 +60,9 @@ impl<H: Hooks> Conn<'_, H> {
         // The upstream head is written once; a retry sends the same bytes.
         let mut upstream_head = std::mem::take(&mut self.out);
         upstream_head.clear();
+        // The client's head, plus what handoff adds, in one allocation (kept while the
+        // connection is busy).
+        upstream_head.reserve(self.client.head.len + 256);
         {
             let req = Request {
                 head: &self.client.head,

@@ -233,6 +233,23 @@ pub(crate) async fn fill(
         .unwrap_or(Err(Waited::Timeout))
 }
 
+/// Waits until `stream` is readable (data, or the peer's end), by `deadline`, without a
+/// buffer: a read of zero bytes that only returns once the socket is ready. Returns 0.
+pub(crate) async fn readable(
+    stream: &mut Stream,
+    timer: &mut Timer,
+    deadline: Option<Instant>,
+) -> Result<usize, Waited> {
+    until(timer, deadline, |cx| {
+        let mut empty = ReadBuf::new(&mut []);
+        Pin::new(&mut *stream)
+            .poll_read(cx, &mut empty)
+            .map(|r| r.map(|()| 0).map_err(Waited::Io))
+    })
+    .await
+    .unwrap_or(Err(Waited::Timeout))
+}
+
 /// Writes every byte of `parts` by a deadline that restarts with each write that makes
 /// progress (`gap` after it), then flushes.
 pub(crate) async fn write_all(

@@ -16,6 +16,8 @@ use super::{ClientFault, ClientLimits};
 
 /// Bytes of client input read at once, and the input buffer's size when it first fills.
 pub(crate) const CLIENT_READ: usize = 2048;
+/// How long a connection waits for its next request before it gives back its buffers.
+pub(crate) const RELEASE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A client connection's own state.
 #[derive(Debug)]
@@ -61,8 +63,11 @@ impl Client {
 
     /// Reads the next request head, or takes it from what was already read (pipelining).
     /// A refused or timed-out head is answered (`out` is scratch space for the answer).
-    /// `on_idle` runs when the connection starts to wait idle for a request, to let go of
-    /// what an idle connection need not hold.
+    ///
+    /// A connection that waits idle for longer than [`RELEASE_AFTER`] lets go of its
+    /// buffers: `on_idle` frees what the caller holds for requests, `out` and the input
+    /// buffer are freed here, and the wait goes on without a buffer. A busy connection keeps
+    /// them from request to request and allocates nothing.
     pub(crate) async fn read_head(
         &mut self,
         limits: &ClientLimits,
@@ -75,6 +80,8 @@ impl Client {
         let mut deadline =
             first.then(|| Deadline::from_std(self.idle_since) + limits.header_timeout);
         let mut got_bytes = false;
+        // Idle past RELEASE_AFTER: buffers given back; then woken by the socket.
+        let (mut released, mut woken) = (false, false);
         loop {
             if !self.input.is_empty() {
                 match self.head.parse(self.input.data(), &limits.head) {
@@ -89,15 +96,26 @@ impl Client {
                     deadline.get_or_insert_with(|| Deadline::now() + limits.header_timeout);
                 }
             }
-            let wait = match deadline {
-                Some(d) => d,
-                None => {
-                    on_idle();
-                    *out = Vec::new();
-                    self.input.shrink_when_empty();
-                    Deadline::from_std(self.idle_since) + limits.keepalive_timeout
+            let idle = Deadline::from_std(self.idle_since);
+            let keepalive = idle + limits.keepalive_timeout;
+            let (wait, releasing) = match deadline {
+                Some(d) => (d, false),
+                None if !released && idle + RELEASE_AFTER < keepalive => {
+                    (idle + RELEASE_AFTER, true)
                 }
+                None => (keepalive, false),
             };
+            if released && !woken {
+                // Idle and bufferless: wait until the socket is readable, then read into a
+                // buffer allocated for the request that is coming.
+                match io::readable(&mut self.stream, &mut self.timer, Some(wait)).await {
+                    Ok(_) => {
+                        woken = true;
+                        continue;
+                    }
+                    Err(_) => return Head::Done,
+                }
+            }
             let read = io::fill(
                 &mut self.stream,
                 &mut self.input,
@@ -111,6 +129,12 @@ impl Client {
                 Ok(n) if n > 0 => {}
                 // No room left: the head is as large as the limit allows.
                 Ok(_) => return self.refuse(431, limits, out).await,
+                Err(Waited::Timeout) if releasing => {
+                    on_idle();
+                    *out = Vec::new();
+                    self.input.shrink_when_empty();
+                    released = true;
+                }
                 Err(Waited::Timeout) if first || got_bytes => {
                     return self.refuse(408, limits, out).await
                 }
