@@ -16,6 +16,7 @@
 //! - [`metrics`]: every Prometheus family, help string and bucket.
 //! - [`recent`]: the ring buffer behind `/failures`.
 //! - [`escape`]: sanitising network bytes for headers, HTML and logs.
+//! - `tls`: what a rejected upstream certificate says (expired, another name, unknown CA).
 //!
 //! # Usage
 //!
@@ -49,6 +50,7 @@ pub mod metrics;
 pub mod reason;
 pub mod recent;
 pub mod respond;
+mod tls;
 
 pub use classify::{classify, Failure, Verdict, DNS_FAILED, HEADER_TOO_LARGE, NO_HEALTHY_UPSTREAM};
 pub use evidence::{Errno, Evidence, Timeouts, Timer, TimerFired};

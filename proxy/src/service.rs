@@ -314,7 +314,7 @@ impl ProxyHttp for HandoffProxy {
         }
         // What can be found out on the spot goes into the response, the log and /failures.
         if let Some(failure) = ctx.failure.as_deref_mut() {
-            handoff_probe::investigate(failure);
+            self.shared.prober.investigate(failure).await;
         }
         let Some(failure) = ctx.failure.as_deref() else {
             // nginx went away (nothing to answer) or sent a request that cannot be served.
