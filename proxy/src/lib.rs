@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line (`run`, `check`, `demo`, `faults`, `nginx-snippet`).
+//! - [`cli`]: the command line (`run`, `check`, `doctor`, `demo`, `faults`, `nginx-snippet`).
 //! - [`server`]: assembles the pingora `Server` from validated settings.
 //! - [`service`]: the `ProxyHttp` hooks; records facts in [`ctx::Ctx`] and hands failures to
 //!   `handoff_diag`.
