@@ -9,24 +9,12 @@
 use std::path::{Path, PathBuf};
 
 use handoff_doctor::{Doctor, Host, Options};
+use support::copy_tree;
+
+mod support;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-/// Copies `from` to `to`, replacing `@ROOT@` in every file with `root`.
-fn copy_tree(from: &Path, to: &Path, root: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target, root);
-        } else {
-            let text = std::fs::read_to_string(entry.path()).unwrap();
-            std::fs::write(&target, text.replace("@ROOT@", &root.display().to_string())).unwrap();
-        }
-    }
 }
 
 /// The human and JSON reports for fixture `name`, with `@ROOT@` for the tree's path.

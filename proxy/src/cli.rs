@@ -175,7 +175,9 @@ fn doctor(args: DoctorArgs) -> ExitCode {
         Some(Err(e)) => return report(e),
     };
     let mut host = handoff_doctor::Host::system();
-    if let Some(conf) = args.nginx_conf {
+    // Findings name absolute paths, whatever directory doctor was started in.
+    let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+    if let Some(conf) = args.nginx_conf.map(absolute) {
         if let Err(e) = std::fs::metadata(&conf) {
             eprintln!("handoff doctor: --nginx-conf {}: {e}", conf.display());
             return ExitCode::from(EXIT_NO_INPUT);
@@ -183,9 +185,9 @@ fn doctor(args: DoctorArgs) -> ExitCode {
         host.nginx_conf = Some(conf);
     }
     if !args.php_fpm_pools.is_empty() {
-        host.php_pools = args.php_fpm_pools;
+        host.php_pools = args.php_fpm_pools.into_iter().map(absolute).collect();
     }
-    if let Some(run) = args.php_fpm_run {
+    if let Some(run) = args.php_fpm_run.map(absolute) {
         host.php_run = run;
     }
     let options = handoff_doctor::Options {

@@ -77,7 +77,10 @@ pub(crate) fn logs(ctx: &Ctx<'_>) -> Vec<Finding> {
                     id,
                     Status::Warn,
                     format!("{subject}: {reason}"),
-                    format!("{count} lines in the last {lines}; the newest: {last}"),
+                    format!(
+                        "{count} line{} in the last {lines}; the newest: {last}",
+                        if count == 1 { "" } else { "s" }
+                    ),
                 )
                 .reason(r)
                 .hint(r.hint_summary())

@@ -95,7 +95,7 @@ pub(crate) fn listening(ctx: &Ctx<'_>) -> Vec<Finding> {
     };
     let mut out = Vec::new();
     for (hop, text, addrs) in hops {
-        let subject = format!("{} ({})", hop.label, text);
+        let subject = subject_of(&hop, &text);
         if addrs.is_empty() {
             out.push(
                 Finding::skip(
@@ -192,6 +192,15 @@ pub(crate) fn listening(ctx: &Ctx<'_>) -> Vec<Finding> {
         out.push(finding.at(hop.source.as_ref()));
     }
     out
+}
+
+/// `proxy_pass 127.0.0.1:8080`, or `upstream app address (127.0.0.1:3000)`.
+fn subject_of(hop: &Hop, text: &str) -> String {
+    if hop.label.ends_with(text) {
+        hop.label.clone()
+    } else {
+        format!("{} ({text})", hop.label)
+    }
 }
 
 fn is_handoff_listener(ctx: &Ctx<'_>, text: &str) -> bool {
@@ -402,7 +411,7 @@ pub(crate) fn firewall(ctx: &Ctx<'_>) -> Vec<Finding> {
         if !addr.ip().is_loopback() {
             continue;
         }
-        let subject = format!("{} ({text})", hop.label);
+        let subject = subject_of(&hop, &text);
         let started = Instant::now();
         let finding = match TcpStream::connect_timeout(&addr, ctx.host.connect_timeout) {
             Ok(_) => Finding::new(id, Status::Ok, subject, format!("{addr} accepted a loopback connect in {:.1} ms", started.elapsed().as_secs_f64() * 1000.0)),

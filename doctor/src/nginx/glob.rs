@@ -8,10 +8,11 @@ pub(crate) fn has_magic(pattern: &str) -> bool {
     pattern.contains(['*', '?', '['])
 }
 
-/// Every existing path matching `pattern` (absolute), sorted; hidden names only match a
-/// pattern that starts with `.`.
+/// Every existing path matching `pattern`, sorted; hidden names only match a pattern that
+/// starts with `.`.
 pub(crate) fn expand(pattern: &Path) -> Vec<PathBuf> {
-    let mut found = vec![PathBuf::from("/")];
+    let start = if pattern.is_absolute() { "/" } else { "." };
+    let mut found = vec![PathBuf::from(start)];
     for component in pattern.components() {
         let Component::Normal(part) = component else {
             continue;

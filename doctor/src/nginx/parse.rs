@@ -108,13 +108,15 @@ impl std::fmt::Display for ParseError {
 }
 
 /// Reads `main` and everything it includes.
+/// A relative `main` is taken from the current directory, as `nginx -c` takes it.
 pub fn parse(main: &Path) -> Config {
+    let main = std::path::absolute(main).unwrap_or_else(|_| main.to_owned());
     let mut config = Config {
-        main: main.to_owned(),
+        main: main.clone(),
         ..Config::default()
     };
     let prefix = main.parent().unwrap_or(Path::new("/")).to_owned();
-    config.directives = read_file(main, &prefix, 0, "", &mut config).unwrap_or_default();
+    config.directives = read_file(&main, &prefix, 0, "", &mut config).unwrap_or_default();
     config
 }
 

@@ -219,3 +219,88 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The php-fpm binary: `$HANDOFF_PHP_FPM`, else the newest `/usr/sbin/php-fpm*`.
+pub fn php_fpm_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("HANDOFF_PHP_FPM") {
+        return p.into();
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/sbin")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("php-fpm"))
+        })
+        .collect();
+    found.sort();
+    found.pop().unwrap_or_else(|| {
+        panic!("php-fpm not found in /usr/sbin: run scripts/test, which installs Debian's php-fpm")
+    })
+}
+
+/// A private php-fpm master in the foreground (`-F`), killed on drop.
+#[derive(Debug)]
+pub struct PhpFpm {
+    child: Child,
+}
+
+impl PhpFpm {
+    /// Starts php-fpm on `conf` (a php-fpm.conf with `[global]` and its pools) with `dir` as
+    /// its prefix, and waits until `socket` accepts connections.
+    pub fn start(
+        dir: &std::path::Path,
+        conf: &std::path::Path,
+        socket: &std::path::Path,
+    ) -> PhpFpm {
+        let child = Command::new(php_fpm_binary())
+            .arg("-n")
+            .arg("-p")
+            .arg(dir)
+            .arg("-y")
+            .arg(conf)
+            .args(["-F", "-R"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start php-fpm (scripts/test installs it)");
+        let mut fpm = PhpFpm { child };
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            if let Ok(Some(status)) = fpm.child.try_wait() {
+                panic!("php-fpm exited ({status}); see {}", dir.display());
+            }
+            assert!(
+                Instant::now() < until,
+                "php-fpm did not listen on {} in 10 s",
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        fpm
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for PhpFpm {
+    fn drop(&mut self) {
+        // TERM: php-fpm's master stops its workers and removes its socket.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let until = Instant::now() + Duration::from_secs(5);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
