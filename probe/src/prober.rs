@@ -251,10 +251,11 @@ fn work(queue: &Mutex<Receiver<Job>>, stats: &Counters, finder: &Finder) {
         let _ = catch_unwind(AssertUnwindSafe(|| {
             finder(&job.question, &mut Publish(&job.progress));
         }));
-        job.progress.send_modify(|p| p.done = true);
+        // Counted before the waiters are woken, so that what they read agrees.
         let took = started.elapsed().as_micros() as u64;
         stats.probes.fetch_add(1, Ordering::Relaxed);
         stats.longest_us.fetch_max(took, Ordering::Relaxed);
+        job.progress.send_modify(|p| p.done = true);
     }
 }
 
