@@ -23,7 +23,18 @@ impl Identity {
     /// This process's effective uid, gid and groups, from `/proc/self/status` (no libc
     /// call, so no `unsafe`).
     pub fn current() -> Identity {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        Identity::of_process(Path::new("/proc/self")).unwrap_or(Identity {
+            name: None,
+            uid: u32::MAX,
+            gid: u32::MAX,
+            groups: Vec::new(),
+        })
+    }
+
+    /// The effective uid, gid and groups of the process at `pid_dir` (`/proc/1234`), from its
+    /// `status`; `None` when it cannot be read.
+    pub fn of_process(pid_dir: &Path) -> Option<Identity> {
+        let status = std::fs::read_to_string(pid_dir.join("status")).ok()?;
         let ids = |key: &str| -> Vec<u32> {
             status
                 .lines()
@@ -36,14 +47,12 @@ impl Identity {
                 .unwrap_or_default()
         };
         // "Uid:" and "Gid:" list real, effective, saved and filesystem ids.
-        let uid = ids("Uid:").get(1).copied().unwrap_or(u32::MAX);
-        let gid = ids("Gid:").get(1).copied().unwrap_or(u32::MAX);
-        Identity {
+        Some(Identity {
             name: None,
-            uid,
-            gid,
+            uid: *ids("Uid:").get(1)?,
+            gid: *ids("Gid:").get(1)?,
             groups: ids("Groups:"),
-        }
+        })
     }
 
     /// The user `name` (or a numeric uid) as `passwd` and `group` (files in

@@ -403,3 +403,38 @@ fn exit_codes_as_for_check() {
     assert_eq!(run(&["-c", "/nonexistent/handoff.toml"]), Some(66));
     assert_eq!(run(&["--nginx-conf", "/nonexistent/nginx.conf"]), Some(66));
 }
+
+/// handoff runs as nobody in front of a root-only socket: doctor (as root) checks the socket
+/// for the user handoff runs as, found from the process holding its admin listener.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_apps_socket_is_checked_for_the_user_handoff_runs_as() {
+    let dir = tempfile::tempdir().unwrap();
+    chmod(dir.path(), 0o755);
+    let app = FaultServer::start(
+        Mode::SocketPermission,
+        Bind::Unix(dir.path().join("app.sock")),
+    )
+    .await
+    .unwrap();
+    let nginx_conf = dir.path().join("nginx.conf");
+    std::fs::write(&nginx_conf, "events {}\nhttp {}\n").unwrap();
+    let (_handoff, _, _) = support::handoff_as_nobody(dir.path(), &app.target()).await;
+    let config = dir.path().join("handoff.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .args(["doctor", "--json", "--only", "target.socket", "-c"])
+        .arg(&config)
+        .arg("--nginx-conf")
+        .arg(&nginx_conf)
+        .output()
+        .unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let socket = finding(&r, "target.socket", "upstream app address");
+    assert_eq!(socket["reason"], "socket_permission_denied", "{socket}");
+    let message = socket["message"].as_str().unwrap();
+    assert!(message.starts_with("handoff's user (pid "), "{message}");
+    assert!(
+        message.contains("uid 65534") && message.contains("mode 600, owner uid 0 gid 0"),
+        "{message}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+}

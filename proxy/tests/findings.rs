@@ -8,23 +8,15 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use handoff::faults::{Bind, FaultServer, Mode, TlsIdentity};
 use handoff::testing::client::{get, Client};
 use handoff::testing::{free_port, TestHandoff};
+use support::{handoff_as_nobody, Killed};
 
-/// A child process killed and reaped on drop.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod support;
 
 /// The newest `/failures` entry of `reason`, waiting for it (it is recorded when the
 /// request ends, just after the client has its answer).
@@ -72,49 +64,6 @@ fn findings(entry: &serde_json::Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// handoff's binary as `nobody`, with one upstream at `address`; the admin address and the
-/// listener. Waits until it is ready.
-async fn handoff_as_nobody(
-    dir: &Path,
-    address: &str,
-) -> (Killed, std::net::SocketAddr, std::net::SocketAddr) {
-    assert!(
-        handoff_probe::identity::Identity::current().is_root(),
-        "this test needs root to start handoff as nobody (scripts/test runs as root)"
-    );
-    let (port, admin) = (free_port(), free_port());
-    let config = dir.join("handoff.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[[upstream]]\nname = \"app\"\n\
-             listen = \"127.0.0.1:{port}\"\naddress = \"{address}\"\n"
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let child = Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
-        .arg(env!("CARGO_BIN_EXE_handoff"))
-        .args(["run", "-c"])
-        .arg(&config)
-        .current_dir("/")
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("setpriv (util-linux) runs handoff as nobody");
-    let child = Killed(child);
-    let admin = format!("127.0.0.1:{admin}").parse().unwrap();
-    let until = Instant::now() + Duration::from_secs(20);
-    while !get(admin, "/readyz").await.is_ok_and(|r| r.status == 200) {
-        assert!(
-            Instant::now() < until,
-            "handoff (as nobody) never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    (child, admin, format!("127.0.0.1:{port}").parse().unwrap())
 }
 
 /// A regular file at the socket path: root's connect is refused, nobody's denied, and both
@@ -376,4 +325,28 @@ async fn out_of_descriptors_says_so_with_the_limit_and_the_count() {
         .and_then(|rest| rest.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no count in {findings}"));
     assert!(open >= LIMIT, "{findings}");
+}
+
+/// A TCP app whose accept queue is full (it never accepts): the connect times out, and the
+/// finding gives the queue against the backlog, so it is not mistaken for a firewall.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connect_timeout_names_the_full_accept_queue() {
+    let app = FaultServer::start(
+        Mode::ConnectTimeout,
+        Bind::Tcp("127.0.0.1:0".parse().unwrap()),
+    )
+    .await
+    .unwrap();
+    let handoff =
+        TestHandoff::for_upstream(&app.target(), "connect_timeout = \"300ms\"\n").unwrap();
+    let said = findings(&fail_through(&handoff, "connect_timeout").await);
+    let queue = said
+        .iter()
+        .find(|f| f.starts_with("the accept queue of"))
+        .unwrap_or_else(|| panic!("{said:?}"));
+    assert!(
+        queue.contains(&format!("the accept queue of {} holds", app.target())),
+        "{queue}"
+    );
+    assert!(queue.contains("the app is not calling accept()"), "{queue}");
 }

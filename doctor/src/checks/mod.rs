@@ -10,9 +10,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use handoff_config::{ListenAddress, Settings, UpstreamAddress};
 use handoff_probe::identity::Identity;
+use handoff_probe::process::socket_owners;
 use handoff_probe::sock_diag::{self, TcpListener, UnixListener};
 
 use crate::host::Host;
@@ -127,27 +129,33 @@ impl<'a> Ctx<'a> {
         (name, id)
     }
 
-    /// handoff's user: the owner of its admin listener when it runs, else the user doctor
-    /// runs as; and how it was found.
+    /// handoff's user: the process holding its admin listener when it runs (as root doctor
+    /// sees which), else the listener's uid from the kernel, else the user doctor runs as;
+    /// and how it was found.
     pub(crate) fn handoff_user(&self) -> (Identity, String) {
         let admin = self.settings.and_then(|s| match &s.admin.listen {
             ListenAddress::Tcp(addr) => Some(*addr),
             ListenAddress::Unix(_) => None,
         });
-        let uid = admin.and_then(|admin| {
-            self.tcp
-                .as_ref()
-                .ok()?
-                .iter()
-                .find(|l| l.addr == admin)
-                .map(|l| l.uid)
-        });
-        if let Some(uid) = uid {
+        let listener =
+            admin.and_then(|admin| self.tcp.as_ref().ok()?.iter().find(|l| l.addr == admin));
+        if let Some(l) = listener {
+            let owner = socket_owners(&self.host.proc, &[l.inode], Duration::from_millis(300));
+            if let Some(p) = owner.by_inode.get(&l.inode) {
+                if let Some(id) = Identity::of_process(&self.host.proc.join(p.pid.to_string())) {
+                    return (id, format!("handoff's user (pid {})", p.pid));
+                }
+            }
             let passwd = self.host.etc.join("passwd");
             let group = self.host.etc.join("group");
-            if let Some(id) = Identity::of_user(&uid.to_string(), None, &passwd, &group) {
-                return (id, "the user handoff runs as".into());
-            }
+            let id =
+                Identity::of_user(&l.uid.to_string(), None, &passwd, &group).unwrap_or(Identity {
+                    name: None,
+                    uid: l.uid,
+                    gid: l.uid,
+                    groups: Vec::new(),
+                });
+            return (id, "handoff's user (from its admin listener)".into());
         }
         (
             Identity::current(),

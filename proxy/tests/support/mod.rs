@@ -5,12 +5,13 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use handoff::testing::client::Client;
+use handoff::testing::client::{get, Client};
 use handoff::testing::{free_port, metric_value};
 
 /// A running `handoff run -c FILE`, killed (SIGKILL) on drop unless it has exited.
@@ -303,4 +304,58 @@ impl Drop for PhpFpm {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A child process killed and reaped on drop.
+#[derive(Debug)]
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// handoff's binary as `nobody`, with one upstream at `address`; the admin address and the
+/// listener. Waits until it is ready.
+pub async fn handoff_as_nobody(
+    dir: &Path,
+    address: &str,
+) -> (Killed, std::net::SocketAddr, std::net::SocketAddr) {
+    assert!(
+        handoff_probe::identity::Identity::current().is_root(),
+        "this test needs root to start handoff as nobody (scripts/test runs as root)"
+    );
+    let (port, admin) = (free_port(), free_port());
+    let config = dir.join("handoff.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[[upstream]]\nname = \"app\"\n\
+             listen = \"127.0.0.1:{port}\"\naddress = \"{address}\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let child = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_handoff"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .current_dir("/")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("setpriv (util-linux) runs handoff as nobody");
+    let child = Killed(child);
+    let admin = format!("127.0.0.1:{admin}").parse().unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    while !get(admin, "/readyz").await.is_ok_and(|r| r.status == 200) {
+        assert!(
+            Instant::now() < until,
+            "handoff (as nobody) never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (child, admin, format!("127.0.0.1:{port}").parse().unwrap())
 }
