@@ -55,10 +55,10 @@ impl Question {
             | Reason::ConnectRefused
             | Reason::SocketBacklogFull => true,
             Reason::ConnectTimeout => !unix,
-            // A hang-up on a new connection to a unix socket: who serves it (php-fpm?).
+            // A hang-up on a new connection: who serves that address (php-fpm?).
             Reason::ResetBeforeResponse
             | Reason::ClosedBeforeResponse
-            | Reason::RequestWriteFailed => unix && !self.reused,
+            | Reason::RequestWriteFailed => !self.reused,
             Reason::ProxyInternalError => {
                 matches!(self.errno, Some(libc::EMFILE | libc::ENFILE))
             }
@@ -79,7 +79,7 @@ pub(crate) fn find(q: &Question, out: &mut dyn Sink) {
         (Reason::ConnectTimeout, None) => tcp_queue(&q.next_hop, out),
         (Reason::ProxyInternalError, _) => descriptors(q.errno, out),
         (_, Some(path)) => socket_server(path, out),
-        _ => {}
+        (_, None) => tcp_server(&q.next_hop, out),
     }
 }
 
@@ -277,44 +277,74 @@ fn access_other(path: &Path, access: &SocketAccess, out: &mut dyn Sink) {
 /// process holding it; without permission to look (handoff not root), the socket's name is
 /// the only clue.
 fn socket_server(path: &Path, out: &mut dyn Sink) {
-    const FASTCGI: &str = "the socket belongs to php-fpm, which speaks FastCGI, not HTTP: \
-        nginx needs fastcgi_pass for it; handoff cannot proxy FastCGI";
     let listener = FileInfo::stat(path).ok().and_then(|info| {
         sock_diag::unix_listeners()
             .ok()?
             .into_iter()
             .find(|l| l.file == Some(info.inode))
     });
-    let owner = listener.and_then(|l| {
-        socket_owners(Path::new("/proc"), &[l.inode], OWNER_BUDGET)
+    let named_php = {
+        let name = path.to_string_lossy().to_ascii_lowercase();
+        name.contains("php") || name.contains("fpm")
+    };
+    server_of(listener.map(|l| l.inode), "the socket", named_php, out);
+}
+
+/// Which process listens on the TCP address that hung up on a new connection: php-fpm on
+/// 127.0.0.1:9000 is the classic HTTP-to-FastCGI mistake.
+fn tcp_server(next_hop: &str, out: &mut dyn Sink) {
+    let listener = tcp_listener_of(next_hop);
+    server_of(listener.map(|l| l.inode), "the address", false, out);
+}
+
+/// Names the process holding the listener `inode`; php-fpm is named as the protocol it
+/// speaks. Without permission to look, `named_php` (the socket's name) is the only clue.
+fn server_of(inode: Option<u64>, what: &str, named_php: bool, out: &mut dyn Sink) {
+    const FASTCGI: &str = "speaks FastCGI, not HTTP: nginx needs fastcgi_pass for it; \
+        handoff cannot proxy FastCGI";
+    let owner = inode.and_then(|inode| {
+        socket_owners(Path::new("/proc"), &[inode], OWNER_BUDGET)
             .by_inode
-            .remove(&l.inode)
+            .remove(&inode)
     });
     match owner {
         Some(p) if p.comm.starts_with("php") => {
-            out.push(FASTCGI.to_owned());
+            out.push(format!("{what} belongs to php-fpm, which {FASTCGI}"));
             out.push(format!("served by {} (pid {})", p.comm, p.pid));
         }
-        Some(p) => out.push(format!(
-            "the socket is served by {} (pid {})",
-            p.comm, p.pid
+        Some(p) => out.push(format!("{what} is served by {} (pid {})", p.comm, p.pid)),
+        None if named_php => out.push(format!(
+            "{what} belongs to php-fpm, which {FASTCGI} (judging by the socket's name)"
         )),
-        None => {
-            let name = path.to_string_lossy().to_ascii_lowercase();
-            if name.contains("php") || name.contains("fpm") {
-                out.push(format!("{FASTCGI} (judging by the socket's name)"));
-            }
-        }
+        None => {}
     }
+}
+
+/// The listener that takes connections to `next_hop` (its own address, or every address).
+fn tcp_listener_of(next_hop: &str) -> Option<TcpListener> {
+    let (ip, port) = tcp_target(next_hop)?;
+    sock_diag::tcp_listeners().ok()?.into_iter().find(|l| {
+        l.addr.port() == port
+            && ip.is_none_or(|ip| l.addr.ip() == ip || l.addr.ip().is_unspecified())
+    })
+}
+
+/// `127.0.0.1:3000`, `[::1]:3000` or `localhost:3000` (either loopback: `None`).
+fn tcp_target(next_hop: &str) -> Option<(Option<IpAddr>, u16)> {
+    if let Ok(addr) = next_hop.parse::<SocketAddr>() {
+        return Some((Some(addr.ip()), addr.port()));
+    }
+    let (host, port) = next_hop.rsplit_once(':')?;
+    (host.eq_ignore_ascii_case("localhost")).then_some(())?;
+    Some((None, port.parse().ok()?))
 }
 
 /// Is something listening on the refused port on another address, or is the app on a
 /// neighbouring port (3001 for 3000, 8000 for 8080)?
 fn refused_port(next_hop: &str, out: &mut dyn Sink) {
-    let Ok(addr) = next_hop.parse::<SocketAddr>() else {
+    let Some((_, port)) = tcp_target(next_hop) else {
         return;
     };
-    let port = addr.port();
     let listeners = match sock_diag::tcp_listeners() {
         Ok(listeners) => listeners,
         Err(e) => return out.push(format!("the listening sockets could not be listed: {e}")),
@@ -394,16 +424,7 @@ fn is_near(a: u16, b: u16) -> bool {
 
 /// The accept queue of a TCP listener that did not accept in time.
 fn tcp_queue(next_hop: &str, out: &mut dyn Sink) {
-    let Some(addr) = next_hop.parse::<SocketAddr>().ok() else {
-        return;
-    };
-    let Ok(listeners) = sock_diag::tcp_listeners() else {
-        return;
-    };
-    let listener = listeners.iter().find(|l| {
-        l.addr.port() == addr.port() && (l.addr.ip() == addr.ip() || l.addr.ip().is_unspecified())
-    });
-    if let Some(l) = listener {
+    if let Some(l) = tcp_listener_of(next_hop) {
         if l.queued >= l.backlog {
             out.push(format!(
                 "the accept queue of {} holds {} of {} connections: the app is not calling \

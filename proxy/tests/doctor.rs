@@ -63,7 +63,7 @@ impl Site {
             format!("[global]\npid = {d}/php-fpm.pid\nerror_log = {d}/php-fpm.log\ndaemonize = no\ninclude = {d}/pool.d/*.conf\n"),
         )
         .unwrap();
-        let php = PhpFpm::start(dir.path(), &conf, &socket);
+        let php = PhpFpm::start(dir.path(), &conf, socket.to_str().unwrap());
         let nginx = Nginx::start(&php_site(&handoff, &socket, "60s"));
         Site {
             dir,
@@ -437,4 +437,64 @@ async fn the_apps_socket_is_checked_for_the_user_handoff_runs_as() {
         "{message}"
     );
     assert_eq!(out.status.code(), Some(1));
+}
+
+/// nginx's proxy_pass and handoff's address both pointed at php-fpm's socket: php-fpm speaks
+/// FastCGI, and doctor says so for each (fastcgi_pass there is fine).
+#[test]
+fn http_pointed_at_php_fpm_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    chmod(dir.path(), 0o755);
+    let d = dir.path().display();
+    let socket = dir.path().join("php.sock");
+    let conf = dir.path().join("php-fpm.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[global]\npid = {d}/php-fpm.pid\nerror_log = {d}/php-fpm.log\ndaemonize = no\n\
+             [www]\nuser = root\ngroup = root\nlisten = {}\nlisten.mode = 0666\npm = static\npm.max_children = 1\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let _php = PhpFpm::start(dir.path(), &conf, socket.to_str().unwrap());
+    let s = socket.display();
+    let nginx_conf = dir.path().join("nginx.conf");
+    std::fs::write(
+        &nginx_conf,
+        format!(
+            "events {{}}\nhttp {{\n  server {{\n    location / {{ proxy_pass http://unix:{s}:/; }}\n    \
+             location ~ \\.php$ {{ fastcgi_pass unix:{s}; }}\n  }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let handoff = dir.path().join("handoff.toml");
+    std::fs::write(
+        &handoff,
+        format!(
+            "[[upstream]]\nname = \"app\"\nlisten = \"127.0.0.1:18080\"\naddress = \"unix:{s}\"\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .args(["doctor", "--json", "--only", "target.socket", "-c"])
+        .arg(&handoff)
+        .arg("--nginx-conf")
+        .arg(&nginx_conf)
+        .output()
+        .unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for subject in ["proxy_pass unix:", "upstream app address"] {
+        let f = finding(&r, "target.socket", subject);
+        assert_eq!(f["status"], "fail", "{f}");
+        assert_eq!(f["reason"], "closed_before_response", "{f}");
+        assert!(
+            f["message"]
+                .as_str()
+                .unwrap()
+                .contains("php-fpm speaks FastCGI, not HTTP"),
+            "{f}"
+        );
+    }
+    assert_eq!(status(&r, "target.socket", "fastcgi_pass"), "ok");
 }

@@ -350,3 +350,42 @@ async fn a_connect_timeout_names_the_full_accept_queue() {
     );
     assert!(queue.contains("the app is not calling accept()"), "{queue}");
 }
+
+/// HTTP sent to php-fpm on TCP (127.0.0.1:9000 style): it closes at once without a byte,
+/// and the finding names php-fpm and the protocol it speaks.
+#[tokio::test(flavor = "multi_thread")]
+async fn php_fpm_behind_an_http_address_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let conf = dir.path().join("php-fpm.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[global]\npid = {d}/php-fpm.pid\nerror_log = {d}/php-fpm.log\ndaemonize = no\n\
+             [www]\nuser = root\ngroup = root\nlisten = {listen}\npm = static\npm.max_children = 1\n"
+        ),
+    )
+    .unwrap();
+    let php = support::PhpFpm::start(dir.path(), &conf, &listen);
+    let handoff = TestHandoff::for_upstream(&listen, "").unwrap();
+    let r = get(handoff.addr(0), "/").await.unwrap();
+    let reason = r.header("x-handoff-reason").unwrap().to_owned();
+    assert!(
+        ["closed_before_response", "reset_before_response"].contains(&reason.as_str()),
+        "{r:?}"
+    );
+    let said = findings(&failure_entry(handoff.admin(), &reason).await);
+    assert!(
+        said.iter().any(
+            |f| f.starts_with("the address belongs to php-fpm, which speaks FastCGI, not HTTP")
+        ),
+        "{said:?}"
+    );
+    assert!(
+        said.iter()
+            .any(|f| f.ends_with(&format!("(pid {}))", php.pid()))
+                || f.contains(&format!("(pid {})", php.pid()))),
+        "{said:?}"
+    );
+}

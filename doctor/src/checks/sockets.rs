@@ -27,7 +27,27 @@ struct Hop {
     label: String,
     /// `nginx` or `handoff`.
     client: &'static str,
+    /// The client speaks FastCGI there (`fastcgi_pass`); otherwise HTTP (or uwsgi, gRPC).
+    fastcgi: bool,
     source: Option<Source>,
+}
+
+/// The finding for an HTTP client pointed at php-fpm, which speaks FastCGI: it closes the
+/// connection on the first bytes, and the client sees a premature close.
+fn speaks_fastcgi(id: &'static str, subject: String, hop: &Hop, who: &str) -> Finding {
+    let fix = if hop.client == "nginx" {
+        "use fastcgi_pass (with the fastcgi_params) for php-fpm, not proxy_pass"
+    } else {
+        "point the upstream at the HTTP app; put nginx's fastcgi_pass in front of php-fpm"
+    };
+    Finding::new(
+        id,
+        Status::Fail,
+        subject,
+        format!("served by {who}: php-fpm speaks FastCGI, not HTTP, and closes the connection on an HTTP request"),
+    )
+    .reason(Reason::ClosedBeforeResponse)
+    .hint(fix)
 }
 
 /// The TCP addresses to check: nginx's targets and handoff's upstream addresses.
@@ -44,6 +64,7 @@ fn tcp_hops(ctx: &Ctx<'_>) -> Vec<(Hop, String, Vec<SocketAddr>)> {
                 let hop = Hop {
                     label: format!("{} {text}", t.directive),
                     client: "nginx",
+                    fastcgi: t.directive == "fastcgi_pass",
                     source: Some(source.clone()),
                 };
                 if !out
@@ -63,6 +84,7 @@ fn tcp_hops(ctx: &Ctx<'_>) -> Vec<(Hop, String, Vec<SocketAddr>)> {
                 let hop = Hop {
                     label: format!("upstream {} address", u.name),
                     client: "handoff",
+                    fastcgi: false,
                     source: None,
                 };
                 out.push((hop, u.address.to_string(), app_addrs(host, *port)));
@@ -167,7 +189,13 @@ pub(crate) fn listening(ctx: &Ctx<'_>) -> Vec<Finding> {
                     None => format!("{a} by uid {}", l.uid),
                 })
                 .collect();
-            if serving.len() < local.len() {
+            let php = serving
+                .iter()
+                .filter_map(|(_, l)| owners.by_inode.get(&l.inode))
+                .find(|p| p.comm.starts_with("php-fpm"));
+            if let (Some(p), false) = (php, hop.fastcgi) {
+                speaks_fastcgi(id, subject, &hop, &format!("{} (pid {})", p.comm, p.pid))
+            } else if serving.len() < local.len() {
                 let missing: Vec<String> = local
                     .iter()
                     .filter(|a| !serving.iter().any(|(s, _)| s == *a))
@@ -219,11 +247,12 @@ fn is_local(addr: SocketAddr, listeners: &[handoff_probe::sock_diag::TcpListener
 struct SocketHop<'p> {
     subject: String,
     path: &'p Path,
-    source: Option<Source>,
     /// Who connects; `None`: a user not in `/etc/passwd`.
     who: Option<Identity>,
     /// How that user was found, for the messages.
     how: String,
+    /// Who connects and in what protocol, as for TCP targets.
+    hop: Hop,
 }
 
 /// `target.socket`: every unix target for the user that connects to it.
@@ -237,14 +266,20 @@ pub(crate) fn socket_files(ctx: &Ctx<'_>) -> Vec<Finding> {
             if let Endpoint::Unix { path, source } = e {
                 if !hops
                     .iter()
-                    .any(|h| h.path == path.as_path() && h.source.as_ref() == Some(source))
+                    .any(|h| h.path == path.as_path() && h.hop.source.as_ref() == Some(source))
                 {
+                    let label = format!("{} unix:{}", t.directive, path.display());
                     hops.push(SocketHop {
-                        subject: format!("{} unix:{}", t.directive, path.display()),
+                        subject: label.clone(),
                         path,
-                        source: Some(source.clone()),
                         who: nginx_id.clone(),
                         how: format!("nginx's worker user {nginx_user}"),
+                        hop: Hop {
+                            label,
+                            client: "nginx",
+                            fastcgi: t.directive == "fastcgi_pass",
+                            source: Some(source.clone()),
+                        },
                     });
                 }
             }
@@ -253,12 +288,18 @@ pub(crate) fn socket_files(ctx: &Ctx<'_>) -> Vec<Finding> {
     if let Some(settings) = ctx.settings {
         for u in &settings.upstreams {
             if let UpstreamAddress::Unix(path) = &u.address {
+                let label = format!("upstream {} address unix:{}", u.name, path.display());
                 hops.push(SocketHop {
-                    subject: format!("upstream {} address unix:{}", u.name, path.display()),
+                    subject: label.clone(),
                     path,
-                    source: None,
                     who: Some(handoff_id.clone()),
                     how: handoff_how.clone(),
+                    hop: Hop {
+                        label,
+                        client: "handoff",
+                        fastcgi: false,
+                        source: None,
+                    },
                 });
             }
         }
@@ -282,10 +323,9 @@ pub(crate) fn socket_files(ctx: &Ctx<'_>) -> Vec<Finding> {
                         ctx.host.etc.join("passwd").display()
                     ),
                 )
-                .at(hop.source.as_ref());
+                .at(hop.hop.source.as_ref());
             };
-            socket_finding(ctx, id, hop.subject.clone(), hop.path, who, &hop.how)
-                .at(hop.source.as_ref())
+            socket_finding(ctx, id, &hop, who).at(hop.hop.source.as_ref())
         })
         .collect()
 }
@@ -293,11 +333,10 @@ pub(crate) fn socket_files(ctx: &Ctx<'_>) -> Vec<Finding> {
 fn socket_finding(
     ctx: &Ctx<'_>,
     id: &'static str,
-    subject: String,
-    path: &Path,
+    socket: &SocketHop<'_>,
     who: &Identity,
-    how: &str,
 ) -> Finding {
+    let (subject, path, how) = (socket.subject.clone(), socket.path, socket.how.as_str());
     let hop = format!("unix:{}", path.display());
     let probe = |reason| {
         Prober::probe_now(&Question {
@@ -353,6 +392,11 @@ fn socket_finding(
             match listeners.iter().find(|l| l.file == Some(info.inode)) {
                 Some(l) => {
                     let owner = socket_owners(&ctx.host.proc, &[l.inode], OWNER_BUDGET);
+                    if let Some(p) = owner.by_inode.get(&l.inode).filter(|p| p.comm.starts_with("php-fpm")) {
+                        if !socket.hop.fastcgi {
+                            return speaks_fastcgi(id, subject, &socket.hop, &format!("{} (pid {})", p.comm, p.pid));
+                        }
+                    }
                     let by = owner.by_inode.get(&l.inode).map(|p| format!(" by {} (pid {})", p.comm, p.pid)).unwrap_or_default();
                     Finding::new(id, Status::Ok, subject, format!("listening{by}, {}; {user} may connect; accept queue {} of {}", info.describe(), l.queued, l.backlog))
                 }

@@ -251,12 +251,9 @@ pub struct PhpFpm {
 
 impl PhpFpm {
     /// Starts php-fpm on `conf` (a php-fpm.conf with `[global]` and its pools) with `dir` as
-    /// its prefix, and waits until `socket` accepts connections.
-    pub fn start(
-        dir: &std::path::Path,
-        conf: &std::path::Path,
-        socket: &std::path::Path,
-    ) -> PhpFpm {
+    /// its prefix, and waits until `listen` (a socket path, or `host:port`) accepts
+    /// connections.
+    pub fn start(dir: &Path, conf: &Path, listen: &str) -> PhpFpm {
         let child = Command::new(php_fpm_binary())
             .arg("-n")
             .arg("-p")
@@ -271,14 +268,20 @@ impl PhpFpm {
             .expect("start php-fpm (scripts/test installs it)");
         let mut fpm = PhpFpm { child };
         let until = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        let accepts = || {
+            if listen.starts_with('/') {
+                std::os::unix::net::UnixStream::connect(listen).is_ok()
+            } else {
+                std::net::TcpStream::connect(listen).is_ok()
+            }
+        };
+        while !accepts() {
             if let Ok(Some(status)) = fpm.child.try_wait() {
                 panic!("php-fpm exited ({status}); see {}", dir.display());
             }
             assert!(
                 Instant::now() < until,
-                "php-fpm did not listen on {} in 10 s",
-                socket.display()
+                "php-fpm did not listen on {listen} in 10 s"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
