@@ -1,5 +1,5 @@
 //! Probes never stall the proxy: during a storm of failures whose probes are slow for real
-//! (a walk of some 100,000 descriptors in `/proc` for the socket's process), successful
+//! (a walk of some 150,000 descriptors in `/proc` for the socket's process), successful
 //! requests on the same listener, with the default single worker thread, keep their
 //! latency.
 
@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use handoff::testing::client::Client;
 use handoff::testing::TestHandoff;
 
-/// Processes holding descriptors, and how many each (under the hard limit of 20,000 seen
-/// here; raising it needs CAP_SYS_RESOURCE, which a container's root may lack).
-const HOLDERS: usize = 5;
-const HELD_EACH: usize = 19_000;
+/// Descriptors held, in all, by processes that each hold as many as their hard limit allows
+/// (20,000 here; raising it needs CAP_SYS_RESOURCE, which a container's root may lack).
+const HELD: usize = 150_000;
+/// At most this many holders, whatever the limit.
+const MAX_HOLDERS: usize = 200;
 
 /// A child process killed and reaped on drop.
 struct Killed(Child);
@@ -44,21 +45,29 @@ fn start(cmd: &mut Command) -> (Killed, String) {
 async fn successful_requests_keep_their_latency_while_probes_run() {
     // The holders first, the app last: /proc lists processes by pid, so the walk for the
     // app's socket reads every holder's descriptors before it gets there.
-    let holders: Vec<Killed> = (0..HOLDERS)
-        .map(|_| {
-            let (child, line) = start(Command::new("python3").args([
-                "-c",
-                &format!(
-                    "import os,resource\nresource.setrlimit(resource.RLIMIT_NOFILE,({n},{n}))\n\
-                     fds=[os.open('/dev/null',os.O_RDONLY) for _ in range({HELD_EACH})]\n\
-                     print('holding',flush=True)\nimport sys\nsys.stdin.read()",
-                    n = HELD_EACH + 100
-                ),
-            ]));
-            assert_eq!(line.trim(), "holding");
-            child
-        })
-        .collect();
+    let mut holders: Vec<Killed> = Vec::new();
+    let mut held = 0;
+    while held < HELD {
+        assert!(
+            holders.len() < MAX_HOLDERS,
+            "the descriptor limit is too low to hold {HELD}"
+        );
+        let (child, line) = start(Command::new("python3").args([
+            "-c",
+            &format!(
+                "import os,resource,sys\n_,hard=resource.getrlimit(resource.RLIMIT_NOFILE)\n\
+                 n=min(hard,{HELD})\nresource.setrlimit(resource.RLIMIT_NOFILE,(n,hard))\n\
+                 fds=[os.open('/dev/null',os.O_RDONLY) for _ in range(n-100)]\n\
+                 print('holding',len(fds),flush=True)\nsys.stdin.read()"
+            ),
+        ]));
+        let n: usize = line
+            .strip_prefix("holding ")
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("a holder said {line:?}"));
+        held += n;
+        holders.push(child);
+    }
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("app.sock");
     let (_app, line) = start(
@@ -68,12 +77,9 @@ async fn successful_requests_keep_their_latency_while_probes_run() {
     );
     assert!(line.starts_with("ok on unix:"), "{line}");
 
-    // No pooling: every /hang-up fails on a new connection, which is what gets probed.
-    let handoff = TestHandoff::for_upstream(
-        &format!("unix:{}", socket.display()),
-        "pool_idle_timeout = \"0s\"\n",
-    )
-    .unwrap();
+    // A /hang-up on a pooled connection is retried on a new one (the keep-alive race), so
+    // every failure ends on a new connection, which is what gets probed.
+    let handoff = TestHandoff::for_upstream(&format!("unix:{}", socket.display()), "").unwrap();
     assert_eq!(handoff.settings.server.threads, 1);
     let addr = handoff.addr(0);
 
@@ -132,8 +138,7 @@ async fn successful_requests_keep_their_latency_while_probes_run() {
     // arriving meanwhile would have waited for it.
     assert!(
         stats.longest >= Duration::from_millis(100),
-        "the walk of {} descriptors was quicker than expected: {stats:?}",
-        HOLDERS * HELD_EACH
+        "the walk of {held} descriptors was quicker than expected: {stats:?}"
     );
     assert!(
         max(&during) < stats.longest / 2,
