@@ -189,6 +189,20 @@ async fn each_check_follows_the_host_as_it_changes() {
         site.nginx.dir().join("nginx.conf").display().to_string()
     );
 
+    // nginx -t, only when asked: the test nginx's config keeps its pid and logs in its dir.
+    let (_, r) = site.doctor(&["--only=nginx.test"]);
+    assert_eq!(status(&r, "nginx.test", "nginx"), "skip");
+    let (_, r) = site.doctor(&["--only=nginx.test", "--exec-nginx-test"]);
+    let test = finding(&r, "nginx.test", "nginx");
+    assert_eq!(test["status"], "ok", "{test}");
+    assert!(
+        test["message"]
+            .as_str()
+            .unwrap()
+            .contains("test is successful"),
+        "{test}"
+    );
+
     // The app stops.
     drop(site.app.take());
     let (code, r) = site.doctor(&[ONLY]);
@@ -497,4 +511,20 @@ fn http_pointed_at_php_fpm_is_named() {
         );
     }
     assert_eq!(status(&r, "target.socket", "fastcgi_pass"), "ok");
+}
+
+/// Without --nginx-conf, nginx's main file is the `--conf-path` that `nginx -V` reports.
+#[test]
+fn the_nginx_conf_comes_from_nginx_dash_v() {
+    let nginx = handoff::testing::nginx::nginx_binary();
+    let out = Command::new(&nginx).arg("-V").output().unwrap();
+    let reported = String::from_utf8_lossy(&out.stderr)
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("--conf-path=").map(PathBuf::from))
+        .expect("Debian's nginx is built with --conf-path");
+    let host = handoff_doctor::Host {
+        nginx_binary: nginx,
+        ..handoff_doctor::Host::system()
+    };
+    assert_eq!(host.nginx_conf(), reported);
 }

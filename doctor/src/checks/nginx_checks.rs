@@ -16,6 +16,13 @@ pub(crate) fn config(ctx: &Ctx<'_>) -> Vec<Finding> {
     let id = "nginx.config";
     let subject = ctx.conf.display().to_string();
     let c = &ctx.nginx.config;
+    if ctx.host.nginx_conf.is_none() && !ctx.conf.exists() {
+        return vec![Finding::skip(
+            id,
+            subject,
+            "no nginx configuration here (nginx not installed?); give --nginx-conf PATH",
+        )];
+    }
     if c.errors.is_empty() {
         let n = c.files.len();
         return vec![Finding::new(
