@@ -67,30 +67,25 @@ pub struct UnknownCheck(pub String);
 impl Options {
     /// Whether check `id` is selected.
     pub fn wants(&self, id: &str) -> bool {
-        self.only.is_empty()
-            || self.only.iter().any(|o| {
-                id == o
-                    || id
-                        .strip_prefix(o.as_str())
-                        .is_some_and(|rest| rest.starts_with('.'))
-            })
+        self.only.is_empty() || self.only.iter().any(|o| selects(o, id))
     }
 
     /// Every `--only` entry that selects no check.
     pub fn unknown(&self) -> Vec<UnknownCheck> {
         self.only
             .iter()
-            .filter(|o| {
-                !CHECKS.iter().any(|id| {
-                    *id == o.as_str()
-                        || id
-                            .strip_prefix(o.as_str())
-                            .is_some_and(|r| r.starts_with('.'))
-                })
-            })
+            .filter(|o| !CHECKS.iter().any(|id| selects(o, id)))
             .map(|o| UnknownCheck(o.clone()))
             .collect()
     }
+}
+
+/// `--only` entry `only` names check `id`, or a prefix of it up to a dot.
+fn selects(only: &str, id: &str) -> bool {
+    id == only
+        || id
+            .strip_prefix(only)
+            .is_some_and(|rest| rest.starts_with('.'))
 }
 
 // === impl Doctor ===
@@ -115,5 +110,29 @@ impl std::fmt::Display for UnknownCheck {
             self.0,
             CHECKS.join(", ")
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--only` takes ids and dot-prefixes of them; anything else is an unknown check.
+    #[test]
+    fn only_selects_ids_and_their_prefixes() {
+        let only = |list: &[&str]| Options {
+            only: list.iter().map(|s| (*s).to_owned()).collect(),
+            ..Options::default()
+        };
+        let nginx = only(&["nginx"]);
+        assert!(nginx.wants("nginx.config") && nginx.wants("nginx.intercept_errors"));
+        assert!(!nginx.wants("handoff.coverage"));
+        let fds = only(&["resources.fds", "logs"]);
+        assert!(fds.wants("resources.fds") && fds.wants("logs") && !fds.wants("resources.oom"));
+        assert!(Options::default().wants("firewall"));
+        assert_eq!(
+            only(&["res", "nginx"]).unknown(),
+            [UnknownCheck("res".into())]
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The checks, in checklist order, and what they share: the nginx model, the pools,
 //! handoff's settings, the users to check for, and the listeners (asked once).
 //!
-//! - `nginx`: `nginx.config`, `nginx.test`, `nginx.targets`, `handoff.coverage`,
+//! - `nginx_checks`: `nginx.config`, `nginx.test`, `nginx.targets`, `handoff.coverage`,
 //!   `nginx.timeouts`, `nginx.buffers`, `nginx.intercept_errors`;
 //! - `sockets`: `target.listening`, `target.socket`, `firewall`;
 //! - `php`: `phpfpm.drift`, `phpfpm.pool`;

@@ -331,7 +331,7 @@ pub(crate) fn disk(ctx: &Ctx<'_>) -> Vec<Finding> {
             }
         }
     }
-    if ctx.php_run_exists() {
+    if ctx.host.php_run.is_dir() {
         dirs.insert(ctx.host.php_run.clone());
     }
     let mut out = Vec::new();
@@ -463,10 +463,4 @@ pub(crate) fn fds(ctx: &Ctx<'_>) -> Vec<Finding> {
         });
     }
     out
-}
-
-impl Ctx<'_> {
-    fn php_run_exists(&self) -> bool {
-        self.host.php_run.is_dir()
-    }
 }
