@@ -39,6 +39,8 @@ have_tool() {
     haproxy) command -v haproxy >/dev/null 2>&1 ;;
     wrk) command -v wrk >/dev/null 2>&1 ;;
     valgrind) command -v valgrind >/dev/null 2>&1 && command -v callgrind_control >/dev/null 2>&1 ;;
+    # proxy/tests/doctor.rs watches `handoff doctor`'s file calls: it must write nothing.
+    strace) command -v strace >/dev/null 2>&1 ;;
     *)
       echo "have_tool: unknown tool '$1'" >&2
       return 2
@@ -61,6 +63,7 @@ package_for() {
     haproxy) echo haproxy ;;
     wrk) echo wrk ;;
     valgrind) echo valgrind ;;
+    strace) echo strace ;;
   esac
 }
 

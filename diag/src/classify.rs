@@ -140,11 +140,16 @@ pub fn classify(err: &Error, mut ev: Evidence) -> Verdict {
         _ if at_connect && matches!(errno, Some(libc::ENETUNREACH | libc::EHOSTUNREACH)) => {
             Reason::ConnectUnreachable
         }
-        // Certificate rejected by rustls ("invalid peer certificate: ...").
-        InvalidCert => Reason::TlsCertificateInvalid,
+        // Certificate rejected by rustls ("invalid peer certificate: ..."): its cause, with
+        // the dates or names, becomes a finding.
+        InvalidCert => {
+            ev.findings.extend(certificate_finding(err));
+            Reason::TlsCertificateInvalid
+        }
         TLSHandshakeFailure | HandshakeError | TLSWantX509Lookup
             if has_text(err, "invalid peer certificate") =>
         {
+            ev.findings.extend(certificate_finding(err));
             Reason::TlsCertificateInvalid
         }
         // Any other handshake failure: plaintext on a TLS port, no shared protocol, ...
@@ -281,6 +286,18 @@ fn has_text(err: &Error, needle: &str) -> bool {
         || chain(err)
             .filter(|l| !l.is::<Error>() && !l.is::<Box<Error>>())
             .any(|l| l.to_string().contains(needle))
+}
+
+/// The finding for a rejected certificate, from whichever link of the chain carries
+/// rustls's text.
+fn certificate_finding(err: &Error) -> Option<String> {
+    contexts(err)
+        .find_map(crate::tls::certificate_finding)
+        .or_else(|| {
+            chain(err)
+                .filter(|l| !l.is::<Error>() && !l.is::<Box<Error>>())
+                .find_map(|l| crate::tls::certificate_finding(&l.to_string()))
+        })
 }
 
 /// Contexts only pingora's body reader produces (`v1/body.rs`, `v1/client.rs`).

@@ -230,6 +230,73 @@ impl Failure {
     }
 }
 
+impl Reason {
+    /// The reason an nginx error-log line corresponds to, read by the same wording as
+    /// [`Failure::nginx_equivalent`]: what handoff would have answered had it been asked.
+    /// `None` for lines about something else. `closed_mid_header` reads as
+    /// `closed_before_response` (nginx words both alike).
+    pub fn from_nginx_log(line: &str) -> Option<Reason> {
+        use Reason::*;
+        let has = |s: &str| line.contains(s);
+        let connecting = has("while connecting to upstream");
+        Some(if has("upstream timed out") {
+            if connecting {
+                ConnectTimeout
+            } else if has("while sending request to upstream") {
+                RequestWriteTimeout
+            } else if has("while reading response header from upstream") {
+                ResponseHeaderTimeout
+            } else if has("while reading upstream") {
+                BodyReadTimeout
+            } else {
+                return None;
+            }
+        } else if has("no live upstreams") {
+            NoHealthyUpstream
+        } else if has("could not be resolved") {
+            DnsFailed
+        } else if has("upstream SSL certificate verify error") {
+            TlsCertificateInvalid
+        } else if has("SSL_do_handshake() failed") {
+            TlsHandshakeFailed
+        } else if has("Too many open files") || has("Too many open files in system") {
+            ProxyInternalError
+        } else if connecting && has("(111: Connection refused)") {
+            ConnectRefused
+        } else if connecting && has("(2: No such file or directory)") {
+            SocketNotFound
+        } else if connecting && has("(13: Permission denied)") {
+            SocketPermissionDenied
+        } else if connecting && has("(11: Resource temporarily unavailable)") {
+            SocketBacklogFull
+        } else if connecting && has("(99: Cannot assign requested address)") {
+            LocalPortsExhausted
+        } else if connecting
+            && (has("(113: No route to host)") || has("(101: Network is unreachable)"))
+        {
+            ConnectUnreachable
+        } else if has("while sending request to upstream") {
+            RequestWriteFailed
+        } else if has("upstream sent too big header") {
+            ResponseHeaderTooLarge
+        } else if has("upstream sent invalid header") {
+            InvalidResponseHeader
+        } else if has("upstream sent invalid chunked response") {
+            InvalidResponseBody
+        } else if has("upstream prematurely closed connection while reading response header") {
+            ClosedBeforeResponse
+        } else if has("(104: Connection reset by peer) while reading response header") {
+            ResetBeforeResponse
+        } else if has("upstream prematurely closed connection while reading upstream") {
+            ClosedMidBody
+        } else if has("(104: Connection reset by peer) while reading upstream") {
+            ResetMidBody
+        } else {
+            return None;
+        })
+    }
+}
+
 /// The host part of a next hop (`tls://app.internal:8443` → `app.internal`).
 fn host_of(hop: &str) -> &str {
     let h = hop.split_once("://").map_or(hop, |(_, rest)| rest);

@@ -17,6 +17,7 @@
 //!   ([`UpstreamMetrics::read`]) handoff reads its own numbers back with.
 //! - [`recent`]: the ring buffer behind `/failures`.
 //! - [`escape`]: sanitising network bytes for headers, HTML and logs.
+//! - `tls`: what a rejected upstream certificate says (expired, another name, unknown CA).
 //!
 //! # Usage
 //!
@@ -50,6 +51,7 @@ pub mod metrics;
 pub mod reason;
 pub mod recent;
 pub mod respond;
+mod tls;
 
 pub use classify::{classify, Failure, Verdict, DNS_FAILED, HEADER_TOO_LARGE, NO_HEALTHY_UPSTREAM};
 pub use evidence::{Errno, Evidence, Timeouts, Timer, TimerFired};

@@ -1,4 +1,4 @@
-//! The command line: `run` (default), `check`, `demo`, `faults`, `nginx-snippet`.
+//! The command line: `run` (default), `check`, `doctor`, `demo`, `faults`, `nginx-snippet`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,6 +35,9 @@ enum Command {
     Run(RunArgs),
     /// Validate the configuration like `nginx -t`: exit 0, or 64 with every problem.
     Check(ConfigArgs),
+    /// Check this host the way the 502 checklist does (read-only): nginx, php-fpm, sockets,
+    /// timers, SELinux, resources, logs. Exit 0 nothing failed, 1 a check failed.
+    Doctor(DoctorArgs),
     /// Show every failure handoff names, against built-in misbehaving upstreams.
     Demo(crate::demo::DemoArgs),
     /// Run one misbehaving upstream, to rehearse your own nginx, dashboards and alerts.
@@ -48,6 +51,36 @@ struct ConfigArgs {
     /// The TOML configuration file.
     #[arg(short, long, env = "HANDOFF_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct DoctorArgs {
+    /// handoff's configuration; default $HANDOFF_CONFIG, else /etc/handoff/handoff.toml when
+    /// it exists, else none (the handoff checks are skipped).
+    #[arg(short, long, env = "HANDOFF_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// nginx's main configuration file; default: `--conf-path` from `nginx -V`.
+    #[arg(long, value_name = "PATH")]
+    nginx_conf: Option<PathBuf>,
+    /// Print the report as JSON (a versioned schema, see docs/operations.md).
+    #[arg(long)]
+    json: bool,
+    /// Run only these checks: ids or prefixes (`nginx` selects nginx.*), comma-separated.
+    #[arg(long, value_name = "ID,...", value_delimiter = ',')]
+    only: Vec<String>,
+    /// Exit 1 on a warning too.
+    #[arg(long)]
+    strict: bool,
+    /// Also run `nginx -t` (it creates nginx's pid and log files if missing).
+    #[arg(long)]
+    exec_nginx_test: bool,
+    /// A directory of php-fpm pool files (repeatable); default /etc/php/*/fpm/pool.d and
+    /// /etc/php-fpm.d.
+    #[arg(long, value_name = "DIR")]
+    php_fpm_pools: Vec<PathBuf>,
+    /// Where php-fpm's sockets live; default /run/php.
+    #[arg(long, value_name = "DIR")]
+    php_fpm_run: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -85,6 +118,7 @@ pub fn main() -> ExitCode {
         None => run(cli.run),
         Some(Command::Run(args)) => run(args),
         Some(Command::Check(args)) => check(args.config.as_deref()),
+        Some(Command::Doctor(args)) => doctor(args),
         Some(Command::Demo(args)) => crate::demo::demo(args),
         Some(Command::Faults(args)) => crate::demo::faults(args),
         Some(Command::NginxSnippet(args)) => match load(args.config.as_deref()) {
@@ -140,6 +174,61 @@ fn check(config: Option<&Path>) -> ExitCode {
         }
         Err(code) => code,
     }
+}
+
+/// Where handoff's configuration is when neither -c nor $HANDOFF_CONFIG says.
+const DOCTOR_DEFAULT_CONFIG: &str = "/etc/handoff/handoff.toml";
+
+fn doctor(args: DoctorArgs) -> ExitCode {
+    let default = Path::new(DOCTOR_DEFAULT_CONFIG);
+    let config = args
+        .config
+        .or_else(|| default.is_file().then(|| default.to_owned()));
+    let settings = match config.as_deref().map(handoff_config::from_file) {
+        None => None,
+        Some(Ok(settings)) => Some(settings),
+        Some(Err(e)) => return report(e),
+    };
+    let mut host = handoff_doctor::Host::system();
+    // Findings name absolute paths, whatever directory doctor was started in.
+    let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+    if let Some(conf) = args.nginx_conf.map(absolute) {
+        if let Err(e) = std::fs::metadata(&conf) {
+            eprintln!("handoff doctor: --nginx-conf {}: {e}", conf.display());
+            return ExitCode::from(EXIT_NO_INPUT);
+        }
+        host.nginx_conf = Some(conf);
+    }
+    if !args.php_fpm_pools.is_empty() {
+        host.php_pools = args.php_fpm_pools.into_iter().map(absolute).collect();
+    }
+    if let Some(run) = args.php_fpm_run.map(absolute) {
+        host.php_run = run;
+    }
+    let options = handoff_doctor::Options {
+        only: args.only,
+        exec_nginx_test: args.exec_nginx_test,
+    };
+    let unknown = options.unknown();
+    if !unknown.is_empty() {
+        for u in unknown {
+            eprintln!("handoff doctor: {u}");
+        }
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let report = handoff_doctor::Doctor::new(host, options).run(settings.as_ref());
+    let text = if args.json {
+        report.to_json()
+    } else {
+        let origin = config.map_or("none".to_owned(), |p| p.display().to_string());
+        format!(
+            "handoff doctor (handoff configuration: {origin})\n{}",
+            report.to_human()
+        )
+    };
+    // A closed pipe (`| head`) is not doctor's failure: the exit code still tells.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+    ExitCode::from(report.exit_code(args.strict))
 }
 
 /// Loads from `config`, or the embedded default; reports problems on stderr.

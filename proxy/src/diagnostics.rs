@@ -175,7 +175,7 @@ impl Hooks for Diagnostics {
             })
         });
         // What can be found out on the spot goes into the answer, the log and /failures.
-        handoff_probe::investigate(failure);
+        self.shared.prober.investigate(failure).await;
         let annotate = self.shared.annotate.load();
         let exposure = if rec.full_exposure {
             Exposure::Full
@@ -237,11 +237,12 @@ impl Hooks for Diagnostics {
                     return;
                 };
                 failure.evidence.elapsed = now.saturating_duration_since(p.start);
-                metrics.failure(failure.reason);
                 let sent = if answered != 0 { answered } else { p.status };
                 let record = FailureRecord::new(&failure, sent, SystemTime::now());
                 log_failure(&failure, &record, rec.full_exposure);
                 self.shared.recent.push(record);
+                // Counted last: whoever sees the count can already read the entry and the line.
+                metrics.failure(failure.reason);
             }
         }
     }

@@ -83,6 +83,9 @@ pub enum Mode {
     TlsBytes,
     /// Answers with FastCGI records, as php-fpm would.
     FastcgiBytes,
+    /// Speaks HTTP/2 only (h2c with prior knowledge, as a gRPC server): sends its SETTINGS,
+    /// then a GOAWAY for the HTTP/1.1 request that is not the HTTP/2 preface.
+    Http2Only,
     /// A 200 whose header section has this many bytes of `Set-Cookie` (default 96 KiB).
     HugeHeader(usize),
     /// A valid 200 with a header section of this many bytes (default 6 KiB): bigger than
@@ -194,6 +197,7 @@ impl Mode {
         Mode::Garbage,
         Mode::TlsBytes,
         Mode::FastcgiBytes,
+        Mode::Http2Only,
         Mode::HugeHeader(DEFAULT_HUGE_HEADER),
         Mode::BigHeader(DEFAULT_BIG_HEADER),
         Mode::StallHeader,
@@ -224,6 +228,7 @@ impl Mode {
             Mode::Garbage => "garbage",
             Mode::TlsBytes => "tls-bytes",
             Mode::FastcgiBytes => "fastcgi-bytes",
+            Mode::Http2Only => "http2-only",
             Mode::HugeHeader(_) => "huge-header",
             Mode::BigHeader(_) => "big-header",
             Mode::StallHeader => "stall-header",
@@ -255,6 +260,7 @@ impl Mode {
             Mode::Garbage => "answers with an SSH banner instead of HTTP",
             Mode::TlsBytes => "answers with a TLS record: plain HTTP sent to a TLS port",
             Mode::FastcgiBytes => "answers with FastCGI records: HTTP sent to php-fpm",
+            Mode::Http2Only => "speaks HTTP/2 only (h2c, as gRPC): SETTINGS, then GOAWAY",
             Mode::HugeHeader(_) => "a 200 with a header section above handoff's limit (:SIZE)",
             Mode::BigHeader(_) => "a valid 200 with a header above nginx's 4k buffer (:SIZE)",
             Mode::StallHeader => "reads the request, never answers",
@@ -288,7 +294,9 @@ impl Mode {
             Mode::Close => "closed_before_response",
             Mode::CloseMidHeader => "closed_mid_header",
             Mode::Reset => "reset_before_response",
-            Mode::Garbage | Mode::TlsBytes | Mode::FastcgiBytes => "invalid_response_header",
+            Mode::Garbage | Mode::TlsBytes | Mode::FastcgiBytes | Mode::Http2Only => {
+                "invalid_response_header"
+            }
             Mode::HugeHeader(_) => "response_header_too_large",
             Mode::StallHeader | Mode::TrickleHeader => "response_header_timeout",
             Mode::StallBody => "body_read_timeout",
@@ -765,6 +773,13 @@ where
             c.write_all(&fastcgi_response()).await?;
             c.io.shutdown().await
         }
+        Mode::Http2Only => {
+            // An HTTP/2 server speaks first: its SETTINGS frame is the server preface.
+            c.write_all(&H2_SETTINGS).await?;
+            read_request(&mut c, stats).await?;
+            c.write_all(&H2_GOAWAY_PROTOCOL_ERROR).await?;
+            c.io.shutdown().await
+        }
         Mode::HugeHeader(size) => {
             read_request(&mut c, stats).await?;
             c.write_all(&header_heavy_response(size, false)).await?;
@@ -889,6 +904,13 @@ fn partial_body_response(sent: usize) -> Vec<u8> {
     out.extend_from_slice(&pattern_bytes(sent));
     out
 }
+
+/// An empty HTTP/2 SETTINGS frame (length 0, type 4, no flags, stream 0), RFC 9113 §6.5.
+const H2_SETTINGS: [u8; 9] = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+
+/// An HTTP/2 GOAWAY frame (type 7, stream 0): last stream 0, PROTOCOL_ERROR (1), what an
+/// HTTP/2 server answers a connection that did not start with the preface.
+const H2_GOAWAY_PROTOCOL_ERROR: [u8; 17] = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
 /// A TLS 1.2 record carrying a ServerHello (TLS_AES_128_GCM_SHA256, no extensions): what
 /// a TLS port sends back, give or take, when plain HTTP arrives first.

@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line (`run`, `check`, `demo`, `faults`, `nginx-snippet`).
+//! - [`cli`]: the command line (`run`, `check`, `doctor`, `demo`, `faults`, `nginx-snippet`).
 //! - [`server`]: assembles the pingora `Server` from validated settings;
 //!   [`listen`] is its listening services: pingora's listeners in an accept loop that
 //!   gives each connection one small task.

@@ -72,6 +72,8 @@ enum Line {
     Blank,
     Comment(String),
     Directive(String, String),
+    /// A block (`location ~ \.php$ { ... }`) from `extra`, written as given.
+    Block(String),
 }
 
 // === impl Site ===
@@ -312,7 +314,12 @@ fn key<'a>(name: &'a str, args: &'a str) -> (&'a str, &'a str) {
 /// name (nginx refuses most directives twice in one block), or is added at the end.
 fn apply_extra(lines: &mut Vec<Line>, extra: &str) {
     let mut added = Vec::new();
-    for statement in extra.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+    for statement in statements(extra) {
+        if statement.ends_with('}') {
+            // A nested block: added as it is.
+            added.push(Line::Block(statement.to_owned()));
+            continue;
+        }
         let (name, args) = statement
             .split_once(char::is_whitespace)
             .map_or((statement, ""), |(n, a)| (n, a.trim()));
@@ -328,6 +335,35 @@ fn apply_extra(lines: &mut Vec<Line>, extra: &str) {
         lines.push(Line::Blank);
         lines.extend(added);
     }
+}
+
+/// The top-level statements of `text`: directives ended by `;`, and blocks ended by the `}`
+/// that closes them (their own `;`s stay inside).
+fn statements(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in text.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth > 0 => {
+                depth -= 1;
+                if depth == 0 {
+                    out.push(&text[start..=i]);
+                    start = i + 1;
+                }
+            }
+            ';' if depth == 0 => {
+                out.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&text[start..]);
+    out.into_iter()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// `head { lines }`, the lines indented four spaces more than the block.
@@ -347,6 +383,19 @@ fn block(head: &str, lines: &[Line], indent: usize) -> String {
             Line::Comment(text) => {
                 for wrapped in wrap(text, WIDTH - inner.len() - 2) {
                     let _ = writeln!(out, "{inner}# {wrapped}");
+                }
+            }
+            Line::Block(text) => {
+                // The block's own indentation is kept, relative to its closing brace.
+                let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+                let base = lines.last().map_or(0, |l| l.len() - l.trim_start().len());
+                for (i, line) in lines.iter().enumerate() {
+                    let line = if i == 0 {
+                        line.trim()
+                    } else {
+                        line.get(base..).unwrap_or(line.trim_start()).trim_end()
+                    };
+                    let _ = writeln!(out, "{inner}{line}");
                 }
             }
         }

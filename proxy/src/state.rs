@@ -28,6 +28,8 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// When the process started serving.
     pub started: Instant,
+    /// The on-the-spot probes of failures, run off the event loop with a deadline.
+    pub prober: handoff_probe::Prober,
     log_access: AtomicBool,
 }
 
@@ -70,6 +72,7 @@ impl Shared {
             settings: ArcSwap::from_pointee(settings),
             ready: AtomicBool::new(false),
             started: Instant::now(),
+            prober: handoff_probe::Prober::default(),
         }))
     }
 

@@ -93,6 +93,9 @@ impl Upstream {
             }
             UpstreamAddress::Unix(_) => "localhost".to_owned(),
         };
+        // The connector reads the system's CA roots when it is made: at start-up (and
+        // reload), not at a first connect that may come when descriptors have run out.
+        connector();
         let upstream = Upstream {
             name,
             next_hop,

@@ -307,11 +307,12 @@ async fn connect_refused_unix_stale_socket() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn invalid_response_header_names_tls_and_fastcgi() {
+async fn invalid_response_header_names_the_protocol() {
     for (mode, says) in [
         (Mode::TlsBytes, "the upstream speaks TLS"),
         (Mode::FastcgiBytes, "the upstream speaks FastCGI"),
         (Mode::Garbage, "the upstream is an SSH server"),
+        (Mode::Http2Only, "the upstream speaks HTTP/2"),
     ] {
         let (_, _, entry) =
             Scenario::new(mode, "invalid_response_header", 502, "http_protocol_error")

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use handoff::testing::client::{get, BodyEnd, Client, Response};
 use handoff::testing::nginx::{Nginx, NginxConfig};
 use handoff::testing::{eventually, free_port, metric_sum, metric_value, TestHandoff};
+use support::php_fpm_binary;
+
+mod support;
 
 // ---------------------------------------------------------------------------------------
 // Processes
@@ -786,27 +789,6 @@ async fn node_short_keepalive_above_pool_idle_still_succeeds() {
 
 // ---------------------------------------------------------------------------------------
 // php-fpm
-
-fn php_fpm_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("HANDOFF_PHP_FPM") {
-        return p.into();
-    }
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/sbin")
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("php-fpm"))
-        })
-        .collect();
-    found.sort();
-    found.pop().unwrap_or_else(|| {
-        panic!("php-fpm not found in /usr/sbin: run scripts/test, which installs Debian's php-fpm")
-    })
-}
 
 /// A private php-fpm master (pool `www`, one child) on `{dir}/php-fpm.sock`.
 fn start_php_fpm(dir: &Path) -> (Proc, PathBuf) {

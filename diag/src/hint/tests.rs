@@ -143,3 +143,30 @@ fn findings_in_detail() {
         "{d}"
     );
 }
+
+/// nginx's own error-log lines read back as the reason handoff would have named: every
+/// `nginx_equivalent` wording, and real lines nginx 1.22 wrote in the end-to-end tests.
+#[test]
+fn nginx_log_lines_map_back_to_reasons() {
+    for r in Reason::ALL {
+        let line = format!(
+            "2026/12/02 01:00:00 [error] 7#7: *1 {} , client: 127.0.0.1",
+            failure(r, "127.0.0.1:3000").nginx_equivalent()
+        );
+        let expected = match r {
+            // nginx words these alike, or has no line for them.
+            Reason::ClosedMidHeader => Some(Reason::ClosedBeforeResponse),
+            Reason::ProxyInternalError | Reason::Unclassified => None,
+            r => Some(r),
+        };
+        assert_eq!(Reason::from_nginx_log(&line), expected, "{line}");
+    }
+    let real = "2026/12/02 01:02:03 [error] 1234#1234: *5 connect() to unix:/run/php/php8.3-fpm.sock failed \
+        (2: No such file or directory) while connecting to upstream, client: 127.0.0.1, server: shop, \
+        request: \"GET / HTTP/1.1\", upstream: \"fastcgi://unix:/run/php/php8.3-fpm.sock:\", host: \"shop\"";
+    assert_eq!(Reason::from_nginx_log(real), Some(Reason::SocketNotFound));
+    assert_eq!(
+        Reason::from_nginx_log("2026/12/02 [notice] 1#1: signal process started"),
+        None
+    );
+}

@@ -240,6 +240,9 @@ where
     } else if let Some(ms) = number("/slow/") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         c.write_all(&plain(200, b"slow hello\n")).await?;
+    } else if path == "/hang-up" {
+        // The app dies on this request: the connection closes without a byte.
+        return Ok(false);
     } else if path == "/upgrade" {
         if head.has_token("connection", "upgrade") && head.has_token("upgrade", "websocket") {
             c.write_all(

@@ -270,13 +270,17 @@ async fn reset_before_response() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// garbage, tls-bytes, fastcgi-bytes: non-HTTP bytes, then EOF.
+/// garbage, tls-bytes, fastcgi-bytes, http2-only: non-HTTP bytes, then EOF.
 #[tokio::test]
 async fn non_http_answers() {
     for (mode, prefix) in [
         (Mode::Garbage, &b"SSH-2.0-"[..]),
         (Mode::TlsBytes, &[0x16, 0x03, 0x03][..]),
         (Mode::FastcgiBytes, &[1, 6, 0, 1][..]),
+        (
+            Mode::Http2Only,
+            &[0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 8, 7][..],
+        ),
     ] {
         let server = start(mode).await;
         let (got, err) = exchange(connect(&server).await, GET).await;

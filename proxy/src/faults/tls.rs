@@ -35,16 +35,7 @@ impl TlsIdentity {
     /// A fresh test CA and a leaf it signed, valid for `names` (DNS names or IP addresses,
     /// e.g. `"localhost"`, `"127.0.0.1"`).
     pub fn generate(names: &[&str]) -> TlsIdentity {
-        let (ca, ca_key) = new_ca("handoff test CA");
-        let key = KeyPair::generate().expect("rcgen: generate leaf key");
-        let cert = leaf_params(names)
-            .signed_by(&key, &ca, &ca_key)
-            .expect("rcgen: sign leaf");
-        TlsIdentity {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            ca_pem: ca.pem(),
-        }
+        Self::signed_by_test_ca(leaf_params(names))
     }
 
     /// A self-signed leaf for `names`, with `ca_pem` an unrelated CA: a client trusting
@@ -59,6 +50,29 @@ impl TlsIdentity {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
             ca_pem: other_ca.pem(),
+        }
+    }
+
+    /// A leaf for `names` signed by a fresh test CA (`ca_pem`), valid only during 2020:
+    /// expired, for `tls_certificate_invalid` with dates to name.
+    pub fn expired(names: &[&str]) -> TlsIdentity {
+        let mut params = leaf_params(names);
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        Self::signed_by_test_ca(params)
+    }
+
+    /// A leaf from `params`, signed by a fresh test CA.
+    fn signed_by_test_ca(params: CertificateParams) -> TlsIdentity {
+        let (ca, ca_key) = new_ca("handoff test CA");
+        let key = KeyPair::generate().expect("rcgen: generate leaf key");
+        let cert = params
+            .signed_by(&key, &ca, &ca_key)
+            .expect("rcgen: sign leaf");
+        TlsIdentity {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            ca_pem: ca.pem(),
         }
     }
 

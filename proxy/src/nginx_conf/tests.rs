@@ -120,6 +120,26 @@ fn extra_directives_replace_or_add() {
     assert!(location.ends_with("    proxy_intercept_errors off;\n\n    add_header X-Test 1;\n}\n"));
 }
 
+/// A nested block in the extra directives (a PHP location inside `location /`) is added
+/// whole, its own `;` inside it.
+#[test]
+fn extra_blocks_are_added_whole() {
+    let mut site = Site::for_upstream(&upstream());
+    site.extra = "proxy_read_timeout 30s;\n  location ~ \\.php$ {\n      fastcgi_pass unix:/run/php.sock;\n  }\n"
+        .into();
+    let location = site.location_block(0, false);
+    assert!(
+        location.contains("    proxy_read_timeout 30s;\n"),
+        "{location}"
+    );
+    assert!(
+        location.ends_with(
+            "    location ~ \\.php$ {\n        fastcgi_pass unix:/run/php.sock;\n    }\n}\n"
+        ),
+        "{location}"
+    );
+}
+
 /// The snippet and the site file for a configuration with two upstreams: one upstream block
 /// and one location each, comments on the first only, no line wider than the files are read.
 #[test]

@@ -5,12 +5,13 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use handoff::testing::client::Client;
+use handoff::testing::client::{get, Client};
 use handoff::testing::{free_port, metric_value};
 
 /// A running `handoff run -c FILE`, killed (SIGKILL) on drop unless it has exited.
@@ -218,4 +219,146 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The php-fpm binary: `$HANDOFF_PHP_FPM`, else the newest `/usr/sbin/php-fpm*`.
+pub fn php_fpm_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("HANDOFF_PHP_FPM") {
+        return p.into();
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/sbin")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("php-fpm"))
+        })
+        .collect();
+    found.sort();
+    found.pop().unwrap_or_else(|| {
+        panic!("php-fpm not found in /usr/sbin: run scripts/test, which installs Debian's php-fpm")
+    })
+}
+
+/// A private php-fpm master in the foreground (`-F`), killed on drop.
+#[derive(Debug)]
+pub struct PhpFpm {
+    child: Child,
+}
+
+impl PhpFpm {
+    /// Starts php-fpm on `conf` (a php-fpm.conf with `[global]` and its pools) with `dir` as
+    /// its prefix, and waits until `listen` (a socket path, or `host:port`) accepts
+    /// connections.
+    pub fn start(dir: &Path, conf: &Path, listen: &str) -> PhpFpm {
+        let child = Command::new(php_fpm_binary())
+            .arg("-n")
+            .arg("-p")
+            .arg(dir)
+            .arg("-y")
+            .arg(conf)
+            .args(["-F", "-R"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start php-fpm (scripts/test installs it)");
+        let mut fpm = PhpFpm { child };
+        let until = Instant::now() + Duration::from_secs(10);
+        let accepts = || {
+            if listen.starts_with('/') {
+                std::os::unix::net::UnixStream::connect(listen).is_ok()
+            } else {
+                std::net::TcpStream::connect(listen).is_ok()
+            }
+        };
+        while !accepts() {
+            if let Ok(Some(status)) = fpm.child.try_wait() {
+                panic!("php-fpm exited ({status}); see {}", dir.display());
+            }
+            assert!(
+                Instant::now() < until,
+                "php-fpm did not listen on {listen} in 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        fpm
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for PhpFpm {
+    fn drop(&mut self) {
+        // TERM: php-fpm's master stops its workers and removes its socket.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let until = Instant::now() + Duration::from_secs(5);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A child process killed and reaped on drop.
+#[derive(Debug)]
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// handoff's binary as `nobody`, with one upstream at `address`; the admin address and the
+/// listener. Waits until it is ready.
+pub async fn handoff_as_nobody(
+    dir: &Path,
+    address: &str,
+) -> (Killed, std::net::SocketAddr, std::net::SocketAddr) {
+    assert!(
+        handoff_probe::identity::Identity::current().is_root(),
+        "this test needs root to start handoff as nobody (scripts/test runs as root)"
+    );
+    let (port, admin) = (free_port(), free_port());
+    let config = dir.join("handoff.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[[upstream]]\nname = \"app\"\n\
+             listen = \"127.0.0.1:{port}\"\naddress = \"{address}\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let child = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_handoff"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .current_dir("/")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("setpriv (util-linux) runs handoff as nobody");
+    let child = Killed(child);
+    let admin = format!("127.0.0.1:{admin}").parse().unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    while !get(admin, "/readyz").await.is_ok_and(|r| r.status == 200) {
+        assert!(
+            Instant::now() < until,
+            "handoff (as nobody) never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (child, admin, format!("127.0.0.1:{port}").parse().unwrap())
 }
