@@ -32,13 +32,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pingora_prometheus::prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::reason::Reason;
 
+mod histogram;
 mod reading;
+
+use histogram::{Histogram, HistogramFamily};
 
 pub use reading::{HistogramReading, UpstreamReading};
 
@@ -139,10 +141,10 @@ struct UpstreamInner {
     client_aborts: IntCounter,
     client_errors: IntCounter,
     reuses: IntCounter,
-    connect: Histogram,
-    header: Histogram,
-    response: Histogram,
-    header_bytes: Histogram,
+    connect: Arc<Histogram>,
+    header: Arc<Histogram>,
+    response: Arc<Histogram>,
+    header_bytes: Arc<Histogram>,
     over_nginx_buffer: IntCounter,
     in_flight: IntGauge,
 }
@@ -167,29 +169,27 @@ impl Metrics {
             &["upstream", "reason"],
         );
         let attempts = counter_vec(&registry, ATTEMPT_FAILURES, "Failed attempts to hand a request off, by reason, including attempts a retry recovered.", &["upstream", "reason"]);
-        let connect = histogram_vec(
-            &registry,
+        let seconds =
+            |name, help| histogram_family(&registry, name, help, SECONDS_BUCKETS, NANOS, upstreams);
+        let connect = seconds(
             CONNECT_DURATION,
             "Time to open a new connection to the upstream, in seconds.",
-            SECONDS_BUCKETS,
         );
-        let header = histogram_vec(
-            &registry,
+        let header = seconds(
             HEADER_DURATION,
             "Time from request start to the complete response header, in seconds.",
-            SECONDS_BUCKETS,
         );
-        let response = histogram_vec(
-            &registry,
+        let response = seconds(
             RESPONSE_DURATION,
             "Time from request start to the last response byte, in seconds.",
-            SECONDS_BUCKETS,
         );
-        let header_bytes = histogram_vec(
+        let header_bytes = histogram_family(
             &registry,
             HEADER_BYTES,
             "Size of the upstream's response header, in bytes.",
             HEADER_BYTES_BUCKETS,
+            1.0,
+            upstreams,
         );
         let over = counter_vec(
             &registry,
@@ -251,10 +251,10 @@ impl Metrics {
                     client_aborts: aborts.with_label_values(&[name]),
                     client_errors: client_errors.with_label_values(&[name]),
                     reuses: reuses.with_label_values(&[name]),
-                    connect: connect.with_label_values(&[name]),
-                    header: header.with_label_values(&[name]),
-                    response: response.with_label_values(&[name]),
-                    header_bytes: header_bytes.with_label_values(&[name]),
+                    connect: connect.series(name).expect("a series per upstream"),
+                    header: header.series(name).expect("a series per upstream"),
+                    response: response.series(name).expect("a series per upstream"),
+                    header_bytes: header_bytes.series(name).expect("a series per upstream"),
                     over_nginx_buffer: over.with_label_values(&[name]),
                     in_flight: in_flight.with_label_values(&[name]),
                 };
@@ -339,27 +339,39 @@ impl UpstreamMetrics {
 
     /// Records the time to open a new connection.
     pub fn observe_connect(&self, d: Duration) {
-        self.inner.connect.observe(d.as_secs_f64());
+        self.inner.connect.observe(nanos(d));
     }
 
     /// Records request start to complete response header.
     pub fn observe_header(&self, d: Duration) {
-        self.inner.header.observe(d.as_secs_f64());
+        self.inner.header.observe(nanos(d));
     }
 
     /// Records request start to last response byte.
     pub fn observe_response(&self, d: Duration) {
-        self.inner.response.observe(d.as_secs_f64());
+        self.inner.response.observe(nanos(d));
     }
 
     /// Records the response header size.
     pub fn observe_header_bytes(&self, n: usize) {
-        self.inner.header_bytes.observe(n as f64);
+        self.inner.header_bytes.observe(n as u64);
     }
 
     /// Counts a response header larger than `nginx_buffer_bytes`.
     pub fn header_over_nginx_buffer(&self) {
         self.inner.over_nginx_buffer.inc();
+    }
+
+    /// Counts a request as in flight, until [`leave`](Self::leave). For a caller that
+    /// holds the upstream's handles anyway: the guard of [`in_flight`](Self::in_flight)
+    /// costs a handle of its own.
+    pub fn enter(&self) {
+        self.inner.in_flight.inc();
+    }
+
+    /// Ends what [`enter`](Self::enter) began.
+    pub fn leave(&self) {
+        self.inner.in_flight.dec();
     }
 
     /// Counts a request as in flight until the guard is dropped.
@@ -401,12 +413,39 @@ fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeV
     v
 }
 
-fn histogram_vec(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> HistogramVec {
-    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
-    let v = HistogramVec::new(opts, &["upstream"]).expect("valid histogram definition");
-    r.register(Box::new(v.clone()))
+fn histogram_family(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    buckets: &'static [f64],
+    unit: f64,
+    upstreams: &[&str],
+) -> Arc<HistogramFamily> {
+    let family = Arc::new(HistogramFamily::new(name, help, buckets, unit, upstreams));
+    r.register(Box::new(SharedFamily(family.clone())))
         .expect("histogram registered once");
-    v
+    family
+}
+
+/// The registry owns its collectors; the family is shared with the handles made from it.
+#[derive(Debug)]
+struct SharedFamily(Arc<HistogramFamily>);
+
+impl pingora_prometheus::prometheus::core::Collector for SharedFamily {
+    fn desc(&self) -> Vec<&pingora_prometheus::prometheus::core::Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<pingora_prometheus::prometheus::proto::MetricFamily> {
+        self.0.collect()
+    }
+}
+
+/// Durations are observed in nanoseconds (as integers), exported in seconds.
+const NANOS: f64 = 1e-9;
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

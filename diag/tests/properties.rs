@@ -277,3 +277,23 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The word-at-a-time request id check agrees with the plain rule for every input:
+    /// 1..=128 bytes, each visible ASCII (0x21..=0x7e).
+    #[test]
+    fn request_id_check_is_the_plain_rule(
+        v in proptest::collection::vec(any::<u8>(), 0..140),
+        visible in proptest::collection::vec(0x21u8..=0x7e, 1..129),
+        at in any::<usize>(),
+        odd in prop_oneof![0u8..=0x20, Just(0x7f), 0x80u8..=0xff],
+    ) {
+        let plain = |v: &[u8]| (1..=128).contains(&v.len()) && v.iter().all(|b| (0x21..=0x7e).contains(b));
+        prop_assert_eq!(handoff_diag::valid_request_id(&v), plain(&v));
+        prop_assert!(handoff_diag::valid_request_id(&visible));
+        let mut spoiled = visible.clone();
+        let i = at % spoiled.len();
+        spoiled[i] = odd;
+        prop_assert!(!handoff_diag::valid_request_id(&spoiled), "{:?}", spoiled);
+    }
+}

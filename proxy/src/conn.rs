@@ -77,6 +77,9 @@ pub struct Progress {
     pub request_body_length: Option<u64>,
     /// Response body bytes received from the upstream.
     pub response_body_bytes: u64,
+    /// When the request ended (its response written, or its failure answered); set just
+    /// before the `done` hook.
+    pub end: Option<Instant>,
 }
 
 impl Progress {
@@ -97,6 +100,7 @@ impl Progress {
             request_body_bytes: 0,
             request_body_length: None,
             response_body_bytes: 0,
+            end: None,
         }
     }
 

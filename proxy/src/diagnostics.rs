@@ -7,12 +7,13 @@
 //! [`Failure`] with its evidence and findings, the annotated answer, the one log line and
 //! the `/failures` entry. See `docs/architecture.md` for the life cycle.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use handoff_diag::{
     classify, valid_request_id, Annotation, DiagResponse, Evidence, Exposure, Failure,
-    FailureRecord, InFlightGuard, Reason, Verdict,
+    FailureRecord, Reason, Verdict,
 };
 use handoff_http1::{Field, FieldKind, ResponseHead};
 use pingora::Error;
@@ -47,7 +48,13 @@ pub struct Ctx {
     full_exposure: bool,
     /// The classified failure of the latest failed attempt.
     failure: Option<Box<Failure>>,
-    _in_flight: InFlightGuard,
+}
+
+impl Drop for Ctx {
+    /// The request is no longer in flight, however it ended (a panic included).
+    fn drop(&mut self) {
+        self.upstream.metrics.leave();
+    }
 }
 
 /// Where a request's id comes from.
@@ -95,22 +102,31 @@ impl Hooks for Diagnostics {
             Some(i) if valid_request_id(head.fields[i].value.of(req.buf)) => RequestId::Client(i),
             _ => RequestId::Generated(new_request_id()),
         };
-        let annotate = self.shared.annotate.load();
-        let name = annotate.debug_header.as_str().as_bytes();
-        let debug_field = head.fields.iter().position(|f| {
-            f.name.len() == name.len() && f.name.of(req.buf).eq_ignore_ascii_case(name)
-        });
-        let full_exposure = match (&annotate.debug_token, debug_field) {
-            (Some(token), Some(i)) => head.fields[i].value.of(req.buf) == token.as_bytes(),
-            _ => false,
-        };
+        // The debug header is an `X-Handoff-*` field unless configured otherwise: a request
+        // without one (nearly all) needs no look at the annotation settings.
+        let custom = self.shared.debug_outside_namespace.load(Ordering::Relaxed);
+        let (debug_field, full_exposure) =
+            if custom || head.fields.iter().any(|f| f.kind == FieldKind::Handoff) {
+                let annotate = self.shared.annotate.load();
+                let name = annotate.debug_header.as_str().as_bytes();
+                let debug_field = head.fields.iter().position(|f| {
+                    f.name.len() == name.len() && f.name.of(req.buf).eq_ignore_ascii_case(name)
+                });
+                let full = match (&annotate.debug_token, debug_field) {
+                    (Some(token), Some(i)) => head.fields[i].value.of(req.buf) == token.as_bytes(),
+                    _ => false,
+                };
+                (debug_field, full)
+            } else {
+                (None, false)
+            };
+        upstream.metrics.enter();
         Ctx {
             upstream: upstream.clone(),
             id,
             debug_field,
             full_exposure,
             failure: None,
-            _in_flight: upstream.metrics.in_flight(),
         }
     }
 
@@ -196,7 +212,7 @@ impl Hooks for Diagnostics {
     }
 
     fn done(&self, mut rec: Ctx, p: &Progress, req: Request<'_>, outcome: Outcome<'_>) {
-        let now = Instant::now();
+        let now = p.end.unwrap_or_else(Instant::now);
         if let Outcome::Failed { error, answered } = outcome {
             // A failure after the response head (the body phase) is classified now; one
             // before it was classified as its attempt failed.

@@ -20,6 +20,10 @@ pub struct Shared {
     pub recent: RecentFailures,
     /// How annotated responses are written; swapped on reload.
     pub annotate: ArcSwap<Annotate>,
+    /// Whether the configured `debug_header` lies outside handoff's `X-Handoff-*`
+    /// namespace. When it does not (the default, `x-handoff-debug`), a request without an
+    /// `X-Handoff-*` field needs no look at `annotate` (see `diagnostics`).
+    pub debug_outside_namespace: AtomicBool,
     /// One slot per `[[upstream]]`, in config order; swapped on reload.
     pub upstreams: Vec<Arc<ArcSwap<Upstream>>>,
     /// The settings in force (for the status page and reload comparisons).
@@ -66,6 +70,7 @@ impl Shared {
         Ok(Arc::new(Shared {
             recent: RecentFailures::new(settings.server.recent_failures),
             annotate: ArcSwap::from_pointee(Annotate::from(&settings.annotate)),
+            debug_outside_namespace: AtomicBool::new(outside_namespace(&settings.annotate)),
             log_access: AtomicBool::new(settings.log.access),
             upstreams,
             metrics,
@@ -116,6 +121,8 @@ impl Shared {
         }
         self.annotate
             .store(Arc::new(Annotate::from(&settings.annotate)));
+        self.debug_outside_namespace
+            .store(outside_namespace(&settings.annotate), Ordering::Relaxed);
         self.log_access
             .store(settings.log.access, Ordering::Relaxed);
         self.settings.store(Arc::new(settings));
@@ -132,6 +139,14 @@ pub enum ReloadError {
     /// An upstream could not be built.
     #[error(transparent)]
     Upstream(UpstreamError),
+}
+
+/// Whether the debug header is not an `X-Handoff-*` field (see
+/// [`Shared::debug_outside_namespace`]).
+fn outside_namespace(a: &AnnotateSettings) -> bool {
+    !a.debug_header
+        .to_ascii_lowercase()
+        .starts_with("x-handoff-")
 }
 
 // === impl Annotate ===

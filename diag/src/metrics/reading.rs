@@ -2,9 +2,7 @@
 //! SIGTERM drain), taken from the handles themselves, never by gathering the registry and
 //! matching names in its text.
 
-use pingora_prometheus::prometheus::core::Metric as _;
-use pingora_prometheus::prometheus::Histogram;
-
+use super::histogram::Histogram;
 use super::{Metrics, UpstreamMetrics};
 
 /// One upstream's series at one instant.
@@ -94,21 +92,20 @@ impl UpstreamReading {
 
 impl HistogramReading {
     fn of(h: &Histogram) -> HistogramReading {
-        let proto = h.metric();
-        let h = proto.get_histogram();
-        let mut buckets: Vec<(f64, u64)> = h
-            .get_bucket()
-            .iter()
-            .map(|b| (b.upper_bound(), b.cumulative_count()))
+        let (counts, sum) = h.snapshot();
+        let mut cumulative = 0;
+        let bounds = h.bounds.iter().copied().chain([f64::INFINITY]);
+        let buckets: Vec<(f64, u64)> = bounds
+            .zip(&counts)
+            .map(|(le, n)| {
+                cumulative += n;
+                (le, cumulative)
+            })
             .collect();
-        // The client library leaves `+Inf` implicit: it is the count.
-        if buckets.last().is_none_or(|(le, _)| le.is_finite()) {
-            buckets.push((f64::INFINITY, h.get_sample_count()));
-        }
         HistogramReading {
             buckets,
-            count: h.get_sample_count(),
-            sum: h.get_sample_sum(),
+            count: cumulative,
+            sum: sum as f64 * h.unit,
         }
     }
 

@@ -167,11 +167,23 @@ pub(crate) struct Timer {
     sleep: Option<Pin<Box<Sleep>>>,
     /// What `sleep` is set to; never later than the deadline it guards.
     armed: Option<Instant>,
+    /// `sleep` was polled since it was last set and is pending: it holds the waker of the
+    /// connection's task (always the same task) and will wake it at `armed`.
+    pending: bool,
 }
 
 impl Timer {
     /// Whether `deadline` has passed. Registers the task's waker for it when not.
     pub(crate) fn poll_passed(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        // Already waiting for a moment at or before `deadline`, and it has not come: the
+        // timer will wake the task then. A clock reading is cheaper than polling the
+        // `Sleep` (which re-registers the same waker).
+        if let Some(armed) = self.armed.filter(|&a| self.pending && a <= deadline) {
+            if Instant::now() < armed {
+                return Poll::Pending;
+            }
+        }
+        self.pending = false;
         let sleep = match (&mut self.sleep, self.armed) {
             (Some(sleep), Some(armed)) if armed <= deadline => sleep,
             (Some(sleep), _) => {
@@ -186,7 +198,10 @@ impl Timer {
             }
         };
         loop {
-            ready!(sleep.as_mut().poll(cx));
+            if sleep.as_mut().poll(cx).is_pending() {
+                self.pending = true;
+                return Poll::Pending;
+            }
             if self.armed >= Some(deadline) {
                 return Poll::Ready(());
             }

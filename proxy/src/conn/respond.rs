@@ -41,73 +41,56 @@ impl<H: Hooks> Conn<'_, H> {
             buf: self.client.input.held(at),
         };
         let mut rec = app.hooks.begin(&upstream, req, start);
-        if self.client.head.kind == handoff_http1::Method::Connect {
+        // How the request ended, what to tell the hooks of it, and whether the client
+        // connection goes on.
+        let (ended, keep) = if self.client.head.kind == handoff_http1::Method::Connect {
             // A reverse proxy tunnels nothing: 405, as pingora-proxy answered.
-            let req = Request {
-                head: &self.client.head,
-                buf: self.client.input.held(at),
-            };
-            app.hooks.done(rec, &p, req, Outcome::ClientError(405));
             self.client.refuse(405, &app.limits, &mut self.out).await;
-            return false;
-        }
-        let (outcome, keep) = match self.attempts(&upstream, &mut rec, &mut p, at).await {
-            Ok((up, body)) => {
-                app.hooks
-                    .response_head(&mut rec, &p, &self.resp, self.response.data());
-                self.relay(&upstream, &mut p, up, body).await
-            }
-            Err(Failed::Upstream { error, .. }) => {
-                let answered = self.answer(&mut rec, &p, at).await;
-                let req = Request {
-                    head: &self.client.head,
-                    buf: self.client.input.held(at),
-                };
-                let keep = answered.1;
-                app.hooks.done(
-                    rec,
-                    &p,
-                    req,
-                    Outcome::Failed {
-                        error: &error,
-                        answered: answered.0,
-                    },
-                );
-                return keep;
-            }
-            Err(Failed::ClientAborted(error)) => {
-                tracing::debug!(%error, "the client went away before the response");
-                (RelayOutcome::ClientAborted, false)
-            }
-            Err(Failed::Client(status, error)) => {
-                tracing::debug!(%error, status, "the request body could not be read");
-                let req = Request {
-                    head: &self.client.head,
-                    buf: self.client.input.held(at),
-                };
-                app.hooks.done(rec, &p, req, Outcome::ClientError(status));
-                self.client.refuse(status, &app.limits, &mut self.out).await;
-                return false;
+            (Ended::Client(405), false)
+        } else {
+            match self.attempts(&upstream, &mut rec, &mut p, at).await {
+                Ok((up, body)) => {
+                    app.hooks
+                        .response_head(&mut rec, &p, &self.resp, self.response.data());
+                    match self.relay(&upstream, &mut p, up, body).await {
+                        (RelayOutcome::Relayed, keep) => (Ended::Relayed, keep),
+                        (RelayOutcome::Upstream(error), _) => (Ended::Failed(error, 0), false),
+                        (RelayOutcome::ClientAborted, _) => (Ended::ClientAborted, false),
+                    }
+                }
+                Err(Failed::Upstream { error, .. }) => {
+                    let (status, keep) = self.answer(&mut rec, &p, at).await;
+                    (Ended::Failed(error, status), keep)
+                }
+                Err(Failed::ClientAborted(error)) => {
+                    tracing::debug!(%error, "the client went away before the response");
+                    (Ended::ClientAborted, false)
+                }
+                Err(Failed::Client(status, error)) => {
+                    tracing::debug!(%error, status, "the request body could not be read");
+                    self.client.refuse(status, &app.limits, &mut self.out).await;
+                    (Ended::Client(status), false)
+                }
             }
         };
-        self.client.idle_since = Instant::now();
+        // One clock reading for the request's end and the connection's idleness.
+        let end = Instant::now();
+        p.end = Some(end);
+        self.client.idle_since = end;
         let req = Request {
             head: &self.client.head,
             buf: self.client.input.held(at),
         };
-        match outcome {
-            RelayOutcome::Relayed => app.hooks.done(rec, &p, req, Outcome::Relayed),
-            RelayOutcome::Upstream(error) => app.hooks.done(
-                rec,
-                &p,
-                req,
-                Outcome::Failed {
-                    error: &error,
-                    answered: 0,
-                },
-            ),
-            RelayOutcome::ClientAborted => app.hooks.done(rec, &p, req, Outcome::ClientAborted),
-        }
+        let outcome = match &ended {
+            Ended::Relayed => Outcome::Relayed,
+            Ended::Failed(error, answered) => Outcome::Failed {
+                error,
+                answered: *answered,
+            },
+            Ended::ClientAborted => Outcome::ClientAborted,
+            Ended::Client(status) => Outcome::ClientError(*status),
+        };
+        app.hooks.done(rec, &p, req, outcome);
         keep
     }
 
@@ -434,6 +417,15 @@ pub(super) async fn to_client(
     io::write_all(client, timer, send, &mut slices)
         .await
         .map_err(|_| Relay::ClientGone)
+}
+
+/// How a request ended, for the hooks.
+enum Ended {
+    Relayed,
+    /// The error, and the status handoff answered (0: the status line had gone out).
+    Failed(Box<pingora::Error>, u16),
+    ClientAborted,
+    Client(u16),
 }
 
 /// How relaying a response ended.
