@@ -47,12 +47,18 @@ nginx_proxy_conf() {
     "upstream app { server 127.0.0.1:$3; keepalive 1024; keepalive_requests 1000000; }" "${4:-}"
 }
 
-# handoff_conf FILE LISTEN ADMIN ADDRESS: handoff, one thread, one upstream "app".
+# handoff_conf FILE LISTEN ADMIN ADDRESS [old]: handoff, one thread, one upstream "app".
+# Client connections are kept for any number of requests, as the nginx proxies above keep
+# theirs (keepalive_requests 1000000). With "old", the keys of handoff before its own loop
+# (3e3d761, which has no keepalive_requests) only.
 handoff_conf() {
+  local keepalive=""
+  [[ ${5:-} == old ]] || keepalive="keepalive_requests = 0"
   cat >"$1" <<CONF
 [server]
 threads = 1
 upstream_pool_size = 1024
+$keepalive
 [admin]
 listen = "127.0.0.1:$3"
 [log]

@@ -261,6 +261,60 @@ async fn pipelined_requests_are_answered_in_order() {
     }
 }
 
+/// An app that answers an upload it will not read (a 413, say) and keeps the connection
+/// open: handoff stops sending, relays the answer, and closes the client's connection (its
+/// body was not read); nothing is blamed on the app. Without watching the app while the
+/// upload's writes wait, handoff would wait out `write_timeout` and answer 504.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_early_answer_to_an_upload_is_relayed() {
+    let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = app.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (mut s, _) = app.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        s.write_all(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 9\r\n\r\ntoo large")
+            .await
+            .unwrap();
+        // Open, never reading the body: the sender's buffers fill and its writes wait.
+        std::future::pending::<()>().await;
+    });
+    let h = handoff(&target, "", "write_timeout = \"30s\"\n");
+    let mut c = Client::connect(h.addr(0)).await.unwrap();
+    let started = Instant::now();
+    let (r, _) = tokio::time::timeout(Duration::from_secs(10), async {
+        c.send(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 67108864\r\n\r\n")
+            .await
+            .unwrap();
+        c.upload_and_read(64 << 20).await
+    })
+    .await
+    .expect("an answer well before write_timeout")
+    .unwrap();
+    assert_eq!(r.status, 413, "{r:?}");
+    assert_eq!(r.body, b"too large");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let requests = eventually(
+        || {
+            h.metric(
+                "handoff_upstream_requests_total",
+                &[("upstream", "app"), ("status_class", "4xx")],
+            )
+            .unwrap_or(0.0)
+        },
+        1.0,
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(requests, 1.0);
+    assert_eq!(h.metric_sum("handoff_upstream_failures_total"), 0.0);
+}
+
 /// A thousand client connections, each idle after one request, hold little memory: the
 /// buffers a request needs are given back while a connection idles. The bound here is
 /// loose, 20 KiB a connection in a test build (the benchmark holds the target, on the

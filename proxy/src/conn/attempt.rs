@@ -234,7 +234,10 @@ impl<H: Hooks> Conn<'_, H> {
                     (None, Some(left)) => {
                         let take = (*left).min(self.client.input.len() as u64) as usize;
                         let data = &self.client.input.data()[..take];
-                        write_up(up, &mut self.upstream_timer, settings, &[data]).await?;
+                        let timer = &mut self.upstream_timer;
+                        if !write_up(up, timer, &mut self.response, settings, &[data]).await? {
+                            return Ok(Body::Unread);
+                        }
                         self.client.input.consume(take);
                         *left -= take as u64;
                         p.request_body_bytes += take as u64;
@@ -245,7 +248,10 @@ impl<H: Hooks> Conn<'_, H> {
                             let line = chunked::SizeLine::new(r.len() as u64);
                             let data = &self.client.input.data()[r.clone()];
                             let parts = [line.as_bytes(), data, chunked::CRLF];
-                            write_up(up, &mut self.upstream_timer, settings, &parts).await?;
+                            let timer = &mut self.upstream_timer;
+                            if !write_up(up, timer, &mut self.response, settings, &parts).await? {
+                                return Ok(Body::Unread);
+                            }
                             self.client.input.consume(r.end);
                             p.request_body_bytes += r.len() as u64;
                             false
@@ -257,7 +263,10 @@ impl<H: Hooks> Conn<'_, H> {
                         Ok(Step::Done(n)) => {
                             self.client.input.consume(n);
                             let last = [chunked::LAST_CHUNK];
-                            write_up(up, &mut self.upstream_timer, settings, &last).await?;
+                            let timer = &mut self.upstream_timer;
+                            if !write_up(up, timer, &mut self.response, settings, &last).await? {
+                                return Ok(Body::Unread);
+                            }
                             true
                         }
                         Err(e) => {
@@ -438,23 +447,42 @@ impl<H: Hooks> Conn<'_, H> {
     }
 }
 
-/// Writes `parts` upstream within `write_timeout` per write.
+/// Writes `parts` of the request body upstream within `write_timeout` per write. Returns
+/// `false` when the upstream answered (bytes now in `response`) while the write waited.
 async fn write_up(
     up: &mut Stream,
     timer: &mut io::Timer,
+    response: &mut io::Buffer,
     settings: &handoff_config::UpstreamSettings,
     parts: &[&[u8]],
-) -> Result<(), Failed> {
+) -> Result<bool, Failed> {
     let mut slices = [IoSlice::new(&[]); 3];
     for (s, part) in slices.iter_mut().zip(parts) {
         *s = IoSlice::new(part);
     }
-    io::write_all(up, timer, Some(settings.write_timeout), &mut slices)
-        .await
-        .map_err(|w| Failed::Upstream {
-            error: fail::write_body(w),
-            stale: true,
-        })
+    response.make_room(
+        UPSTREAM_READ,
+        settings.max_response_header_bytes.max(UPSTREAM_READ),
+    );
+    // An error reading is left to the write, which meets the same closed connection.
+    let answered =
+        |cx: &mut std::task::Context<'_>, up: &mut Stream| match response.poll_fill(cx, up) {
+            Poll::Ready(Ok(_)) => Poll::Ready(()),
+            _ => Poll::Pending,
+        };
+    let written = io::write_all_watching(
+        up,
+        timer,
+        Some(settings.write_timeout),
+        &mut slices,
+        answered,
+    )
+    .await
+    .map_err(|w| Failed::Upstream {
+        error: fail::write_body(w),
+        stale: true,
+    })?;
+    Ok(written == io::Written::All)
 }
 
 /// Which socket a wait on two of them ended on.

@@ -273,24 +273,52 @@ pub(crate) async fn write_all(
     gap: Option<std::time::Duration>,
     parts: &mut [IoSlice<'_>],
 ) -> Result<(), Waited> {
+    write_all_watching(stream, timer, gap, parts, |_, _| Poll::Pending)
+        .await
+        .map(|_| ())
+}
+
+/// How a watched write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// Every byte went out.
+    All,
+    /// The peer spoke while the write waited (`readable` said so): the write stopped.
+    PeerSpoke,
+}
+
+/// [`write_all`], except that while a write waits, `readable` is asked whether the peer
+/// has something to say (an app answering an upload it will not read): then the write stops.
+pub(crate) async fn write_all_watching(
+    stream: &mut Stream,
+    timer: &mut Timer,
+    gap: Option<std::time::Duration>,
+    parts: &mut [IoSlice<'_>],
+    mut readable: impl FnMut(&mut Context<'_>, &mut Stream) -> Poll<()>,
+) -> Result<Written, Waited> {
     let mut parts = &mut parts[..];
     IoSlice::advance_slices(&mut parts, 0);
     let deadline = |now: Instant| gap.map(|g| now + g);
     let mut by = None;
     while !parts.is_empty() {
-        let n = poll_fn(
-            |cx| match Pin::new(&mut *stream).poll_write_vectored(cx, parts) {
-                Poll::Ready(r) => Poll::Ready(r.map_err(Waited::Io)),
-                Poll::Pending => {
-                    let d = *by.get_or_insert_with(|| deadline(Instant::now()));
-                    match d {
-                        Some(d) => timer.poll_passed(cx, d).map(|()| Err(Waited::Timeout)),
-                        None => Poll::Pending,
-                    }
-                }
-            },
-        )
+        let n = poll_fn(|cx| {
+            match Pin::new(&mut *stream).poll_write_vectored(cx, parts) {
+                Poll::Ready(r) => return Poll::Ready(r.map(Some).map_err(Waited::Io)),
+                Poll::Pending => {}
+            }
+            if readable(cx, stream).is_ready() {
+                return Poll::Ready(Ok(None));
+            }
+            let d = *by.get_or_insert_with(|| deadline(Instant::now()));
+            match d {
+                Some(d) => timer.poll_passed(cx, d).map(|()| Err(Waited::Timeout)),
+                None => Poll::Pending,
+            }
+        })
         .await?;
+        let Some(n) = n else {
+            return Ok(Written::PeerSpoke);
+        };
         if n == 0 {
             return Err(Waited::Io(io::ErrorKind::WriteZero.into()));
         }
@@ -299,7 +327,8 @@ pub(crate) async fn write_all(
     }
     poll_fn(|cx| Pin::new(&mut *stream).poll_flush(cx))
         .await
-        .map_err(Waited::Io)
+        .map_err(Waited::Io)?;
+    Ok(Written::All)
 }
 
 /// Whether a pooled connection is still usable: nothing to read (not closed, no stray
